@@ -1,0 +1,217 @@
+"""Run configuration: YAML recipe + ``--set key=value`` overrides, validated before anything runs.
+
+A config is a plain nested dict (what is saved in checkpoints). ``DEFAULTS`` lists every key of the
+fixed sections with its default, whose type is the expected type (``None``: any scalar or list).
+``model`` and ``data`` take ``name`` plus the keyword arguments of the registered factory, checked
+against its signature. Any unknown key or bad value raises ``ConfigError`` (exit 2 in the CLI).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULTS", "resolve", "apply_overrides", "validate", "parse_value", "OPTIMIZER_KEYS"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "run",
+    "description": "",
+    "target": None,  # free-form: what the recipe aims to reproduce
+    "data": {"name": "digits", "root": None, "batch_size": 64, "test_batch_size": 256, "num_workers": 0},
+    "model": {"name": "mlp"},
+    "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0},
+    "optim": {"name": "tbso", "lr": 0.1, "threshold": 5e-7, "beta1": 0.999, "beta2": 0.99999,
+              "eps": 1e-20, "momentum_reset": False, "real": "sgd", "momentum": 0.0,
+              "weight_decay": 0.0, "betas": [0.9, 0.999]},
+    "schedule": {"lr": "cosine", "lr_epochs": None, "lr_step": 30, "lr_gamma": 0.1,
+                 "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
+    "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
+              "out_dir": None, "threads": None, "checkpoint": True},
+}
+
+CHOICES = {
+    ("method", "name"): ("online", "bptt"),
+    ("method", "mode"): ("realtime", "accumulated"),
+    ("optim", "name"): ("bso", "tbso", "sgd", "adam"),
+    ("optim", "real"): ("sgd", "adam"),
+    ("schedule", "lr"): ("cosine", "constant", "step"),
+    ("schedule", "flip"): ("constant", "step", "inv_sqrt"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+}
+
+# Keys of the optim section that each optimizer uses (the rest must keep their defaults).
+OPTIMIZER_KEYS = {
+    "bso": {"lr", "threshold", "beta1", "momentum_reset", "real", "momentum", "weight_decay", "betas"},
+    "tbso": {"lr", "threshold", "beta1", "beta2", "eps", "momentum_reset", "real", "momentum",
+             "weight_decay", "betas"},
+    "sgd": {"lr", "momentum", "weight_decay"},
+    "adam": {"lr", "betas", "weight_decay"},
+}
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value as YAML (``1e-6`` becomes a float, ``[1,2]`` a list)."""
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {text!r}: {e.problem}") from None
+    return _maybe_number(v)
+
+
+def _maybe_number(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return float(v) if any(c in v.lower() for c in ".e") or v.lower() in ("inf", "nan") else int(v)
+        except ValueError:
+            return v
+    return v
+
+
+def deep_merge(base: dict, over: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v, f"{path}{k}.")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set: bad key {key!r}")
+        node = cfg
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"--set: unknown section {'.'.join(parts[:-1])!r} in {key!r}")
+            node = node[p]
+        node[parts[-1]] = parse_value(text)
+    return cfg
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    """Return ``value`` coerced to the type of ``default`` or raise ConfigError."""
+    if default is None:
+        return value
+    if value is None:
+        raise ConfigError(f"{where}: must not be empty")
+    value = _maybe_number(value) if isinstance(default, (int, float)) and not isinstance(default, bool) else value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: set[str], injected: set[str]):
+    params = sig.parameters
+    for k, v in list(cfg.items()):
+        if k in reserved or k == "name":
+            continue
+        if k in injected:
+            raise ConfigError(f"{section}.{k} is set by bsnn from the data and method; remove it")
+        if k not in params:
+            allowed = sorted(set(params) - injected)
+            raise ConfigError(f"{section}.{k}: unknown option for {section} {cfg['name']!r}; "
+                              f"allowed: {', '.join(allowed) or 'none'}")
+        default = params[k].default
+        if default is not inspect.Parameter.empty:
+            cfg[k] = _check_type(f"{section}.{k}", v, default if not isinstance(default, tuple) else list(default))
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key and value; return the config with values coerced to their types."""
+    from . import data, models
+
+    cfg = copy.deepcopy(cfg)
+    for k in cfg:
+        if k not in DEFAULTS:
+            raise ConfigError(f"unknown top-level key {k!r}; allowed: {', '.join(DEFAULTS)}")
+    for section, defaults in DEFAULTS.items():
+        if not isinstance(defaults, dict):
+            if section in cfg:
+                cfg[section] = _check_type(section, cfg[section], defaults)
+            continue
+        if not isinstance(cfg.get(section), dict):
+            raise ConfigError(f"section {section!r} must be a mapping")
+        sec = cfg[section]
+        for k, v in sec.items():
+            if k in defaults:
+                sec[k] = _check_type(f"{section}.{k}", v, defaults[k])
+            elif section not in ("model", "data"):
+                raise ConfigError(f"{section}.{k}: unknown key; allowed: {', '.join(defaults)}")
+            if (section, k) in CHOICES and sec[k] not in CHOICES[(section, k)]:
+                raise ConfigError(f"{section}.{k}: {sec[k]!r} is not one of {', '.join(CHOICES[(section, k)])}")
+    try:
+        msig = models.model_signature(cfg["model"]["name"])
+        dsig = data.dataset_signature(cfg["data"]["name"])
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    _check_factory("model", cfg["model"], msig, set(), {"method", "num_classes", "in_features",
+                                                         "in_channels", "image_size"})
+    _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), set())
+    opt = cfg["optim"]
+    for k in set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}:
+        if opt[k] != DEFAULTS["optim"][k]:
+            raise ConfigError(f"optim.{k} is not used by optimizer {opt['name']!r}")
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: dict) -> None:
+    checks = [
+        ("data.batch_size", cfg["data"]["batch_size"] >= 1, ">= 1"),
+        ("data.test_batch_size", cfg["data"]["test_batch_size"] >= 1, ">= 1"),
+        ("data.num_workers", cfg["data"]["num_workers"] >= 0, ">= 0"),
+        ("method.time_steps", cfg["method"]["time_steps"] >= 1, ">= 1"),
+        ("method.loss_lambda", 0.0 <= cfg["method"]["loss_lambda"] <= 1.0, "in [0, 1]"),
+        ("optim.lr", cfg["optim"]["lr"] >= 0, ">= 0"),
+        ("optim.threshold", cfg["optim"]["threshold"] >= 0, ">= 0"),
+        ("optim.beta1", 0.0 <= cfg["optim"]["beta1"] < 1.0, "in [0, 1)"),
+        ("optim.beta2", 0.0 <= cfg["optim"]["beta2"] < 1.0, "in [0, 1)"),
+        ("train.epochs", cfg["train"]["epochs"] >= 1, ">= 1"),
+        ("schedule.flip_every", cfg["schedule"]["flip_every"] >= 1, ">= 1"),
+    ]
+    for key, ok, what in checks:
+        if not ok:
+            raise ConfigError(f"{key} must be {what}")
+    if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):
+        raise ConfigError("method.name=bptt trains latent weights with optim.name=sgd or adam; "
+                          "BSO/T-BSO need method.name=online")
+    if cfg["method"]["name"] == "online" and cfg["optim"]["name"] in ("sgd", "adam") \
+            and cfg["model"].get("binary", True):
+        raise ConfigError("online binary weights (exactly ±1) are trained by optim.name=bso or tbso; "
+                          "set model.binary=false for a full-precision online (OTTT) run")
+
+
+def resolve(recipe: dict, overrides: list[str] | None = None) -> dict:
+    """DEFAULTS <- recipe <- overrides, validated."""
+    if not isinstance(recipe, dict):
+        raise ConfigError("a recipe must be a mapping")
+    cfg = deep_merge(DEFAULTS, recipe)
+    cfg = apply_overrides(cfg, overrides or [])
+    return validate(cfg)

@@ -1,0 +1,7 @@
+"""Datasets (registry) and loaders. Every dataset loads from a local root; nothing is downloaded."""
+from . import digits, mnist  # noqa: F401  (registers datasets)
+from .loader import TensorPairs, make_loader
+from .registry import DataBundle, create, dataset_signature, list_datasets, register_dataset
+
+__all__ = ["DataBundle", "TensorPairs", "create", "dataset_signature", "list_datasets", "make_loader",
+           "register_dataset"]

@@ -1,0 +1,41 @@
+"""Parameter counts and model size with binary weights at 1 bit and everything else at 32 bits."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from ..nn.binary import BinaryParameter
+
+__all__ = ["ParameterCount", "count_parameters"]
+
+
+@dataclass
+class ParameterCount:
+    binary: int        # 1-bit weights (exact ±1 or latent, deployed as 1 bit)
+    real: int          # 32-bit parameters
+    buffers: int       # 32-bit floating buffers (BN running mean/var)
+
+    @property
+    def bits(self) -> int:
+        """Parameters only: binary at 1 bit, real at 32 bits."""
+        return self.binary + 32 * self.real
+
+    @property
+    def bits_with_buffers(self) -> int:
+        return self.bits + 32 * self.buffers
+
+    @property
+    def float32_bits(self) -> int:
+        return 32 * (self.binary + self.real)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "bits": self.bits, "bits_with_buffers": self.bits_with_buffers,
+                "megabytes": self.bits / 8e6, "compression": self.float32_bits / max(self.bits, 1)}
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    binary = sum(p.numel() for p in model.parameters() if isinstance(p, BinaryParameter))
+    real = sum(p.numel() for p in model.parameters() if not isinstance(p, BinaryParameter))
+    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return ParameterCount(binary, real, buffers)

@@ -1,0 +1,39 @@
+"""Model registry in the spirit of timm's ``register_model`` / ``create_model``."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+__all__ = ["register_model", "create", "list_models", "model_signature"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def deco(fn: Callable[..., nn.Module]):
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = fn
+        return fn
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_signature(name: str) -> inspect.Signature:
+    return inspect.signature(_get(name))
+
+
+def _get(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def create(name: str, **kwargs) -> nn.Module:
+    """Build a registered model: ``bsnn.models.create("convnet", method="online", num_classes=10)``."""
+    return _get(name)(**kwargs)

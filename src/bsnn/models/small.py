@@ -1,0 +1,67 @@
+"""Small networks for digits / MNIST / N-MNIST: first and last layers real-valued, hidden layers binary."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from ..nn import SpikingSequential
+from .layers import LayerKit
+from .registry import register_model
+
+__all__ = ["mlp", "convnet"]
+
+
+def _init_head(fc: nn.Linear) -> None:
+    nn.init.normal_(fc.weight, 0.0, 0.01)
+    nn.init.zeros_(fc.bias)
+
+
+@register_model("mlp")
+def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (256, 256),
+        method: str = "online", binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
+        surrogate_alpha: float = 4.0, trace: str = "ottt") -> SpikingSequential:
+    """Flatten -> FP Linear -> [BN -> LIF -> binary Linear]* -> BN -> LIF -> FP Linear."""
+    if len(hidden) < 1:
+        raise ValueError("hidden needs at least one width")
+    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    layers: list[nn.Module] = [nn.Flatten(1), nn.Linear(in_features, hidden[0], bias=False),
+                               nn.BatchNorm1d(hidden[0]), kit.neuron()]
+    for a, b in zip(hidden[:-1], hidden[1:]):
+        layers += [kit.linear(a, b), nn.BatchNorm1d(b), kit.neuron()]
+    head = nn.Linear(hidden[-1], num_classes)
+    _init_head(head)
+    layers.append(kit.spike_input(head))
+    return SpikingSequential(*layers, step_mode=kit.step_mode)
+
+
+@register_model("convnet")
+def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
+            channels: Sequence[int] = (32, 64, 128), head: str = "flatten", method: str = "online",
+            binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
+            surrogate_alpha: float = 4.0, trace: str = "ottt") -> SpikingSequential:
+    """FP conv, then one binary 3x3 conv per further width; each conv is followed by BN -> LIF, and by
+    AvgPool(2) on the spikes while the map is larger than 7x7 (28 -> 14 -> 7). The head is a FP Linear
+    on the flattened spike map (``head="flatten"``) or on its global average (``head="gap"``)."""
+    if len(channels) < 2:
+        raise ValueError("channels needs at least two widths (one FP conv, one binary conv)")
+    if head not in ("flatten", "gap"):
+        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    layers: list[nn.Module] = []
+    size = image_size
+    for i, (a, b) in enumerate(zip([in_channels, *channels[:-1]], channels)):
+        conv = nn.Conv2d(a, b, 3, 1, 1, bias=False) if i == 0 else kit.conv(a, b)
+        layers += [conv, nn.BatchNorm2d(b), kit.neuron()]
+        if size > 7:
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+    if head == "gap":
+        layers.append(nn.AdaptiveAvgPool2d(1))
+        features = channels[-1]
+    else:
+        features = channels[-1] * size * size
+    fc = nn.Linear(features, num_classes)
+    _init_head(fc)
+    layers += [nn.Flatten(1), kit.spike_input(fc)]
+    return SpikingSequential(*layers, step_mode=kit.step_mode)

@@ -1,0 +1,26 @@
+"""Building blocks: binary layers, binarizers, neurons, trace routing, step-mode containers."""
+from .binarize import Binarizer, SignSTE, sign_ste
+from .binary import (
+    BinaryConv2d,
+    BinaryLinear,
+    BinaryParameter,
+    LatentBinaryConv2d,
+    LatentBinaryLinear,
+    binary_parameters,
+    is_binary,
+    is_latent_binary,
+    latent_binary_parameters,
+    real_parameters,
+    sign_,
+)
+from .container import SpikingSequential, set_step_mode
+from .neuron import OnlineLIFNode, multistep_lif
+from .trace import TraceRouted, conv2d_with_trace, linear_with_trace
+
+__all__ = [
+    "Binarizer", "SignSTE", "sign_ste",
+    "BinaryConv2d", "BinaryLinear", "BinaryParameter", "LatentBinaryConv2d", "LatentBinaryLinear",
+    "binary_parameters", "latent_binary_parameters", "real_parameters", "is_binary", "is_latent_binary",
+    "sign_", "SpikingSequential", "set_step_mode", "OnlineLIFNode", "multistep_lif",
+    "TraceRouted", "conv2d_with_trace", "linear_with_trace",
+]

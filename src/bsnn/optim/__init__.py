@@ -1,0 +1,5 @@
+"""Optimizers for binary weights, in the shape of ``torch.optim``."""
+from .bso import BSO, TBSO, bso_update
+from .schedule import FlipScheduler
+
+__all__ = ["BSO", "TBSO", "bso_update", "FlipScheduler"]

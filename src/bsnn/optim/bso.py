@@ -1,0 +1,262 @@
+"""BSO and T-BSO (Liang et al., ICML 2025): latent-free optimizers for binary weights.
+
+Per binary tensor W (exactly ±1) the state is one momentum M (same shape, fp32); T-BSO adds one scalar
+v[t] per time step t. With ``beta1`` the weight on history (paper convention, 1 - 1e-3)::
+
+    M    <- beta1 * M + (1 - beta1) * G[t]                       (eq. 11 / 13)
+    v[t] <- beta2 * v[t] + (1 - beta2) * mean(G[t]^2)           (T-BSO, eq. 14)
+    thr  =  threshold                          (BSO)
+            threshold * sqrt(v[t] + eps)       (T-BSO)
+    W    <- -W where W * M > thr (strict), else W              (eq. 12 / 14)
+
+Strict comparison, so ``W*M == thr`` keeps the weight and a weight is never 0 (the reference code's
+``sign(r*w)`` can produce 0). ``momentum_reset=True`` zeroes M where a weight flipped, as the reference
+code's BSO branch does (not in the paper).
+
+Real-valued parameters (first/last layer, BN, ...) are updated by a wrapped torch optimizer (SGD by
+default). Its param groups are *the same dicts* as this optimizer's real groups, so an LR scheduler
+attached to the BSO object really changes their learning rate (the reference code's scheduler changed
+an unused value). The two optimizers also share one ``state`` dict, so ``state_dict`` is one round trip.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch.optim import Optimizer
+
+from ..nn.binary import is_binary, is_latent_binary
+
+__all__ = ["BSO", "TBSO", "bso_update"]
+
+
+def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool, flips: torch.Tensor | None):
+    flip = torch.mul(w, m).gt_(thr)          # 1.0 where w*m > thr
+    w.addcmul_(w, flip, value=-2.0)          # w -> -w where flip
+    if momentum_reset:
+        m.mul_(1.0 - flip)
+    if flips is not None:
+        flips.add_(flip.sum())
+
+
+def bso_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momenta: list[torch.Tensor],
+    v_t: list[torch.Tensor] | None,
+    *,
+    beta1: float,
+    threshold: float,
+    beta2: float = 0.0,
+    eps: float = 0.0,
+    momentum_reset: bool = False,
+    foreach: bool = True,
+    flip_counts: list[torch.Tensor] | None = None,
+) -> None:
+    """Functional BSO/T-BSO step (in place). ``v_t`` holds, per tensor, the 0-d view ``v[t]`` (T-BSO)
+    or is ``None`` (BSO). ``flip_counts``, when given, are 0-d tensors incremented by the flips.
+    No value ever leaves the device."""
+    if not params:
+        return
+    n = len(params)
+    counts = flip_counts if flip_counts is not None else [None] * n
+    if foreach:
+        torch._foreach_lerp_(momenta, grads, 1.0 - beta1)
+    else:
+        for m, g in zip(momenta, grads):
+            m.lerp_(g, 1.0 - beta1)
+    if v_t is None:
+        thresholds = [threshold] * n
+    else:
+        if foreach:
+            sq = torch._foreach_norm(grads)
+            torch._foreach_mul_(sq, sq)
+            torch._foreach_div_(sq, [float(g.numel()) for g in grads])
+            torch._foreach_mul_(v_t, beta2)
+            torch._foreach_add_(v_t, sq, alpha=1.0 - beta2)
+            thresholds = torch._foreach_add(v_t, eps)
+            torch._foreach_sqrt_(thresholds)
+            torch._foreach_mul_(thresholds, threshold)
+        else:
+            thresholds = []
+            for g, v in zip(grads, v_t):
+                flat = g.reshape(-1)
+                v.mul_(beta2).add_(torch.dot(flat, flat) / flat.numel(), alpha=1.0 - beta2)
+                thresholds.append(v.add(eps).sqrt_().mul_(threshold))
+    for w, m, thr, c in zip(params, momenta, thresholds, counts):
+        _flip_(w, m, thr, momentum_reset, c)
+
+
+class BSO(Optimizer):
+    """Binary Spiking Online optimizer.
+
+    Args:
+        params: parameters or param groups; binary weights (``bsnn.nn.is_binary``) get the flip rule,
+            all others go to ``real_optimizer``. A mixed group is split into a binary and a real group.
+        lr: learning rate of the real-valued parameters (schedulers act on it).
+        threshold: flip threshold gamma (paper: 5e-7 CIFAR, 1e-6 DVS/ImageNet).
+        beta1: momentum weight on history (paper: 1 - 1e-3; the reference code passes ``1 - beta1``).
+        momentum_reset: zero the momentum of flipped weights (reference code's BSO branch).
+        real_optimizer: torch optimizer class for real parameters; ``real_optimizer_kwargs`` its options.
+        foreach: use ``torch._foreach_*`` kernels (default: True).
+        count_flips: keep a running flip count per binary tensor in ``state[p]["flips"]`` (device tensor).
+    """
+
+    temporal = False
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.1,
+        threshold: float = 5e-7,
+        beta1: float = 1 - 1e-3,
+        momentum_reset: bool = False,
+        real_optimizer: type[Optimizer] = torch.optim.SGD,
+        real_optimizer_kwargs: dict[str, Any] | None = None,
+        foreach: bool = True,
+        count_flips: bool = False,
+        **temporal_defaults: Any,
+    ):
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        if not 0.0 <= beta1 < 1.0:
+            raise ValueError(f"beta1 must be in [0, 1), got {beta1}")
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        defaults = dict(lr=lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
+                        foreach=foreach, **temporal_defaults)
+        self.real_optimizer: Optimizer | None = None
+        self.count_flips = count_flips
+        super().__init__(params, defaults)
+        real_groups = [g for g in self.param_groups if not g["binary"]]
+        if real_groups:
+            self.real_optimizer = real_optimizer(real_groups, lr=lr, **(real_optimizer_kwargs or {}))
+        self._link_real_optimizer()
+
+    def _link_real_optimizer(self) -> None:
+        if self.real_optimizer is not None:
+            self.real_optimizer.param_groups = [g for g in self.param_groups if not g["binary"]]
+            self.real_optimizer.state = self.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if any(is_latent_binary(p) for p in params):
+            raise ValueError("BSO keeps no latent weights: latent-weight layers (LatentBinary*) are "
+                             "trained with SGD/Adam through their straight-through estimator, not BSO")
+        for binary in (True, False):
+            part = [p for p in params if is_binary(p) == binary]
+            if not part:
+                continue
+            group = {**param_group, "params": part, "binary": binary}
+            # Real groups take only ``lr`` from our defaults: keys such as ``eps`` mean something else
+            # to the wrapped optimizer (Adam), which fills in its own defaults.
+            defaults, self.defaults = self.defaults, (
+                self.defaults if binary else {"lr": self.defaults["lr"]})
+            try:
+                super().add_param_group(group)
+            finally:
+                self.defaults = defaults
+            if not binary and self.real_optimizer is not None:
+                self.real_optimizer.add_param_group(group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._link_real_optimizer()
+
+    def binary_groups(self):
+        return (g for g in self.param_groups if g["binary"])
+
+    def _v_slot(self, state: dict, p: torch.Tensor, t: int) -> torch.Tensor | None:
+        return None
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None, t: int | None = None):
+        """One update. ``t`` is the time-step index (required by T-BSO, ignored by BSO)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.real_optimizer is not None:
+            self.real_optimizer.step()
+        for group in self.binary_groups():
+            params, grads, momenta, v_t, counts = [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("BSO does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    if self.count_flips:
+                        state["flips"] = torch.zeros((), dtype=torch.int64, device=p.device)
+                params.append(p)
+                grads.append(p.grad)
+                momenta.append(state["momentum"])
+                v_t.append(self._v_slot(state, p, t))
+                if self.count_flips:
+                    counts.append(state.setdefault(
+                        "flips", torch.zeros((), dtype=torch.int64, device=p.device)))
+            bso_update(
+                params, grads, momenta, v_t if self.temporal else None,
+                beta1=group["beta1"], threshold=group["threshold"],
+                beta2=group.get("beta2", 0.0), eps=group.get("eps", 0.0),
+                momentum_reset=group["momentum_reset"], foreach=group["foreach"],
+                flip_counts=counts if self.count_flips else None,
+            )
+        return loss
+
+
+class TBSO(BSO):
+    """Temporal-aware BSO: the flip threshold is ``threshold * sqrt(v[t] + eps)`` where ``v[t]`` is a
+    running mean of ``mean(G^2)`` per binary tensor *and time step* (one scalar each, on the device).
+
+    ``beta2`` is the weight on history (paper: 1 - 1e-5). ``eps`` sits inside the square root as in the
+    paper; the default 1e-20 matches the reference code's ``+1e-10`` outside it near ``v = 0``.
+    ``time_steps`` preallocates v; a larger ``t`` grows v (see :meth:`resize_time_steps`).
+    """
+
+    temporal = True
+
+    def __init__(self, params: Iterable, lr: float = 0.1, threshold: float = 5e-7,
+                 beta1: float = 1 - 1e-3, beta2: float = 1 - 1e-5, eps: float = 1e-20,
+                 time_steps: int = 1, **kwargs: Any):
+        if not 0.0 <= beta2 < 1.0:
+            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
+        if eps < 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        if time_steps < 1:
+            raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        self.time_steps = int(time_steps)
+        super().__init__(params, lr=lr, threshold=threshold, beta1=beta1, beta2=beta2, eps=eps, **kwargs)
+
+    def _v_slot(self, state: dict, p: torch.Tensor, t: int | None) -> torch.Tensor:
+        if t is None:
+            raise TypeError("T-BSO needs the time-step index: call step(t=...)")
+        if t < 0:
+            raise ValueError(f"time-step index must be >= 0, got {t}")
+        if "v" not in state:
+            state["v"] = torch.zeros(self.time_steps, dtype=torch.float32, device=p.device)
+        if t >= state["v"].numel():
+            state["v"] = self._grown(state["v"], max(t + 1, self.time_steps))
+        return state["v"][t]
+
+    @staticmethod
+    def _grown(v: torch.Tensor, n: int) -> torch.Tensor:
+        # New slots start at the mean of the known ones: a fresh 0 would make the threshold vanish and
+        # flip every weight whose momentum agrees with it, the opposite of what fine-tuning wants.
+        if n <= v.numel():
+            return v[:n].clone()
+        return torch.cat([v, v.mean().expand(n - v.numel())])
+
+    def resize_time_steps(self, time_steps: int) -> None:
+        """Change T (e.g. T=1 pre-training -> T=4 fine-tuning): v is cut or grown for every tensor."""
+        if time_steps < 1:
+            raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        self.time_steps = int(time_steps)
+        for group in self.binary_groups():
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "v" in state:
+                    state["v"] = self._grown(state["v"], time_steps)

@@ -1,0 +1,39 @@
+"""Recipes: YAML files shipped in this package, one per experiment, loaded by name (or from a path)."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["list_recipes", "load_recipe"]
+
+
+def _files() -> dict[str, object]:
+    root = resources.files(__name__)
+    return {f.name[:-5]: f for f in root.iterdir() if f.name.endswith(".yaml")}
+
+
+def list_recipes() -> list[str]:
+    return sorted(_files())
+
+
+def load_recipe(name: str) -> dict:
+    """Load a shipped recipe by name, or a YAML file by path."""
+    files = _files()
+    if name in files:
+        text = files[name].read_text()
+    elif name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        text = Path(name).read_text()
+    else:
+        raise ConfigError(f"unknown recipe {name!r}; `bsnn recipes` lists them (or pass a .yaml path)")
+    try:
+        recipe = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {name!r} is not valid YAML: {e}") from None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {name!r} must be a mapping")
+    recipe.setdefault("name", Path(name).stem)
+    return recipe

@@ -1,0 +1,119 @@
+"""Build a run (data, model, method, optimizer, schedules, trainer) from a validated config."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import data as datasets
+from .. import models
+from ..errors import UserError
+from ..optim import BSO, TBSO, FlipScheduler
+from .bptt import BPTTMethod
+from .online import OnlineMethod
+from .trainer import Trainer
+
+__all__ = ["build_data", "build_model", "build_method", "build_optimizer", "build_trainer",
+           "resolve_device", "seed_everything"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_data(cfg: dict) -> datasets.DataBundle:
+    d = cfg["data"]
+    kwargs = {k: v for k, v in d.items() if k not in ("name", "batch_size", "test_batch_size", "num_workers")}
+    return datasets.create(d["name"], **kwargs)
+
+
+def build_model(cfg: dict, bundle: datasets.DataBundle) -> torch.nn.Module:
+    m = {k: v for k, v in cfg["model"].items() if k != "name"}
+    params = models.model_signature(cfg["model"]["name"]).parameters
+    c, *spatial = bundle.input_shape
+    injected = {"method": cfg["method"]["name"], "num_classes": bundle.num_classes,
+                "in_features": math.prod(bundle.input_shape), "in_channels": c,
+                "image_size": spatial[-1] if spatial else None}
+    m.update({k: v for k, v in injected.items() if k in params and v is not None})
+    return models.create(cfg["model"]["name"], **m)
+
+
+def build_method(cfg: dict, bundle: datasets.DataBundle, device: torch.device):
+    me = cfg["method"]
+    amp = torch.bfloat16 if cfg["train"]["amp"] and device.type == "cpu" else (
+        torch.float16 if cfg["train"]["amp"] else None)
+    cls = OnlineMethod if me["name"] == "online" else BPTTMethod
+    return cls(me["time_steps"], mode=me["mode"], loss_lambda=me["loss_lambda"],
+               temporal=bundle.temporal, amp_dtype=amp)
+
+
+def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = cfg["optim"]
+    if o["name"] in ("bso", "tbso"):
+        real_cls = torch.optim.SGD if o["real"] == "sgd" else torch.optim.Adam
+        real_kwargs = {"weight_decay": o["weight_decay"]}
+        if o["real"] == "sgd":
+            real_kwargs["momentum"] = o["momentum"]
+        else:
+            real_kwargs["betas"] = tuple(o["betas"])
+        common = dict(lr=o["lr"], threshold=o["threshold"], beta1=o["beta1"],
+                      momentum_reset=o["momentum_reset"], real_optimizer=real_cls,
+                      real_optimizer_kwargs=real_kwargs)
+        if o["name"] == "bso":
+            return BSO(model.parameters(), **common)
+        return TBSO(model.parameters(), beta2=o["beta2"], eps=o["eps"],
+                    time_steps=cfg["method"]["time_steps"], **common)
+    if o["name"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"],
+                               weight_decay=o["weight_decay"])
+    return torch.optim.Adam(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+                            weight_decay=o["weight_decay"])
+
+
+def build_lr_scheduler(cfg: dict, optimizer):
+    s, epochs = cfg["schedule"], cfg["train"]["epochs"]
+    if s["lr"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["lr_epochs"] or epochs)
+    if s["lr"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, s["lr_step"], s["lr_gamma"])
+    return None
+
+
+def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
+                  bundle: datasets.DataBundle | None = None) -> Trainer:
+    tr = cfg["train"]
+    device = resolve_device(tr["device"])
+    if tr["threads"]:
+        torch.set_num_threads(tr["threads"])
+    seed_everything(tr["seed"])
+    bundle = bundle or build_data(cfg)
+    model = build_model(cfg, bundle).to(device)
+    optimizer = build_optimizer(cfg, model)
+    flip = None
+    if isinstance(optimizer, BSO) and cfg["schedule"]["flip"] != "constant":
+        flip = FlipScheduler(optimizer, cfg["schedule"]["flip"], cfg["schedule"]["flip_every"],
+                             cfg["schedule"]["flip_factor"])
+    scaler = torch.amp.GradScaler(device.type) if tr["amp"] and device.type == "cuda" else None
+    return Trainer(
+        model, build_method(cfg, bundle, device), optimizer, bundle,
+        epochs=tr["epochs"], batch_size=cfg["data"]["batch_size"],
+        test_batch_size=cfg["data"]["test_batch_size"], lr_scheduler=build_lr_scheduler(cfg, optimizer),
+        flip_scheduler=flip, scaler=scaler, device=device, seed=tr["seed"], out_dir=out_dir, config=cfg,
+        progress=tr["progress"], num_workers=cfg["data"]["num_workers"],
+        save_checkpoints=tr["checkpoint"], log=log,
+    )
+
+

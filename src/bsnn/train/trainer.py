@@ -1,0 +1,152 @@
+"""One epoch loop for every method: train, evaluate, log (CSV), checkpoint atomically, resume."""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import DataBundle, make_loader
+from . import checkpoint as ckpt
+
+__all__ = ["Trainer"]
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+
+
+class Trainer:
+    def __init__(self, model: torch.nn.Module, method, optimizer, data: DataBundle, *, epochs: int,
+                 batch_size: int, test_batch_size: int = 256, lr_scheduler=None, flip_scheduler=None,
+                 scaler=None, device: str | torch.device = "cpu", seed: int = 0,
+                 out_dir: str | Path | None = None, config: dict | None = None, progress: bool = True,
+                 num_workers: int = 0, save_checkpoints: bool = True, log=print):
+        self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
+        self.epochs, self.batch_size, self.test_batch_size = epochs, batch_size, test_batch_size
+        self.lr_scheduler, self.flip_scheduler, self.scaler = lr_scheduler, flip_scheduler, scaler
+        self.device = torch.device(device)
+        self.seed, self.config, self.progress, self.num_workers = seed, config or {}, progress, num_workers
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.save_checkpoints = save_checkpoints and self.out_dir is not None
+        self.log = log
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ---- one epoch -------------------------------------------------------------------------
+    def _batches(self, ds, batch_size: int, shuffle: bool, epoch: int, desc: str):
+        loader = make_loader(ds, batch_size, shuffle, self.seed, epoch, self.num_workers)
+        return tqdm(loader, desc=desc, leave=False, disable=None if self.progress else True,
+                    dynamic_ncols=True)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        n = 0
+        for x, y in self._batches(self.data.train, self.batch_size, True, epoch, f"epoch {epoch + 1}"):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            loss, out = self.method.train_batch(self.model, x, y, self.optimizer, self.scaler)
+            loss_sum += loss * len(y)
+            correct += (out.argmax(1) == y).sum()
+            n += len(y)
+        return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in self._batches(self.data.test, self.test_batch_size, False, 0, "eval"):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            out = self.method.predict(self.model, x)
+            loss_sum += F.cross_entropy(out / self.method.T, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            n += len(y)
+        return {"test_loss": loss_sum / n, "test_acc": correct / n}
+
+    def _hyperparameters(self) -> dict[str, float]:
+        row = {"lr": self.optimizer.param_groups[-1]["lr"]}
+        binary = [g for g in self.optimizer.param_groups if g.get("binary")]
+        if binary:
+            row["threshold"] = binary[0]["threshold"]
+            row["beta1"] = binary[0]["beta1"]
+        return row
+
+    # ---- loop --------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        if resume:
+            self.resume()
+        for epoch in range(self.start_epoch, self.epochs):
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
+            row.update(self.train_epoch(epoch))
+            row["train_time_s"] = round(time.perf_counter() - t0, 3)
+            row.update(self.evaluate())
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
+            if self.flip_scheduler is not None:
+                self.flip_scheduler.step()
+            self.history.append(row)
+            self.log(f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
+                     f"train {100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
+                     f"({row['train_time_s']:.1f} s)")
+            if self.out_dir is not None:
+                self._write_metrics()
+            if self.save_checkpoints:
+                self.save_checkpoint(epoch + 1)
+        return self.history
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _write_metrics(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.history)
+        ckpt.atomic_write_text(buf.getvalue(), self.out_dir / METRICS)
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        opt = lambda o: None if o is None else o.state_dict()  # noqa: E731
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": opt(self.lr_scheduler),
+            "flip_scheduler": opt(self.flip_scheduler),
+            "scaler": opt(self.scaler),
+            "rng": ckpt.rng_state(),
+            "history": self.history,
+            "config": self.config,
+        }
+
+    def save_checkpoint(self, epoch: int) -> Path:
+        path = self.out_dir / CHECKPOINT
+        ckpt.atomic_save(self.state_dict(epoch), path)
+        return path
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for obj, key in ((self.lr_scheduler, "lr_scheduler"), (self.flip_scheduler, "flip_scheduler"),
+                         (self.scaler, "scaler")):
+            if obj is not None and state.get(key) is not None:
+                obj.load_state_dict(state[key])
+        ckpt.set_rng_state(state["rng"])
+        self.history = list(state.get("history", []))
+        self.start_epoch = state["epoch"]
+
+    def resume(self) -> bool:
+        """Load ``out_dir/checkpoint.pt`` if it exists; returns whether it did."""
+        path = self.out_dir / CHECKPOINT if self.out_dir else None
+        if path is None or not path.is_file():
+            self.log("no checkpoint to resume from; starting fresh")
+            return False
+        self.load_state_dict(ckpt.load(path, map_location=self.device))
+        self.log(f"resumed from {path} after epoch {self.start_epoch}")
+        return True
