@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from typing import Any
 
 import yaml
@@ -175,9 +176,9 @@ def validate(cfg: dict) -> dict:
                                                          "in_channels", "image_size"})
     _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), set())
     opt = cfg["optim"]
-    for k in set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}:
+    for k in sorted(set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}):
         if opt[k] != DEFAULTS["optim"][k]:
-            raise ConfigError(f"optim.{k} is not used by optimizer {opt['name']!r}")
+            warnings.warn(f"optim.{k}={opt[k]} has no effect with optim.name={opt['name']}", stacklevel=2)
     _check_ranges(cfg)
     return cfg
 

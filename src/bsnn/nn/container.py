@@ -42,7 +42,7 @@ def set_step_mode(model: nn.Module, step_mode: str) -> nn.Module:
         raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
     for m in model.modules():
         if isinstance(m, SpikingSequential) or (
-            isinstance(m, base.MemoryModule) and step_mode in m.supported_step_mode
+            isinstance(m, base.MemoryModule) and step_mode in m.supported_step_mode()
         ):
             m.step_mode = step_mode
     return model

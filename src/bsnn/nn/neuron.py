@@ -65,7 +65,6 @@ class OnlineLIFNode(base.MemoryModule):
         self.register_memory("s", None)      # last spikes (for the NDOT code form)
         self.register_memory("trace", None)
 
-    @property
     def supported_step_mode(self):
         return ("s",)
 

@@ -36,7 +36,7 @@ def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool, flips: t
     if momentum_reset:
         m.mul_(1.0 - flip)
     if flips is not None:
-        flips.add_(flip.sum())
+        flips.add_(flip.sum(dtype=torch.int64))
 
 
 def bso_update(
