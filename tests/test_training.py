@@ -5,6 +5,7 @@ from spikingjelly.activation_based import functional
 
 from bsnn.config import resolve
 from bsnn.data import create as create_data
+from bsnn.measure import SavedTensorMeter
 from bsnn.models import create as create_model
 from bsnn.nn import binary_parameters, set_step_mode
 from bsnn.optim import TBSO
@@ -63,28 +64,9 @@ def test_demo_recipe_reaches_95_percent_and_weights_stay_binary():
 
 
 def saved_bytes_per_backward(model, method, x, y, optimizer):
-    """Largest total of bytes saved for backward by any one graph during a batch (saved-tensor hooks)."""
-    peak, current = 0, {"n": 0}
-
-    def pack(t):
-        nonlocal peak
-        current["n"] += t.numel() * t.element_size()
-        peak = max(peak, current["n"])
-        return t
-
-    orig_backward = torch.Tensor.backward
-
-    def backward(self, *a, **k):
-        orig_backward(self, *a, **k)
-        current["n"] = 0                         # the graph (and what it saved) is freed here
-
-    torch.Tensor.backward = backward
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            method.train_batch(model, x, y, optimizer)
-    finally:
-        torch.Tensor.backward = orig_backward
-    return peak
+    with SavedTensorMeter().measure() as meter:
+        method.train_batch(model, x, y, optimizer)
+    return meter.peak
 
 
 def test_online_memory_does_not_grow_with_T_but_bptt_does():

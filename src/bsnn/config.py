@@ -116,6 +116,8 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
+        if ok and default:
+            value = [_check_type(f"{where}[{i}]", v, default[0]) for i, v in enumerate(value)]
         value = list(value) if ok else value
     elif isinstance(default, str):
         ok = isinstance(value, str)

@@ -10,7 +10,7 @@ import torch
 
 from .. import data as datasets
 from .. import models
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..optim import BSO, TBSO, FlipScheduler
 from .bptt import BPTTMethod
 from .online import OnlineMethod
@@ -48,7 +48,10 @@ def build_model(cfg: dict, bundle: datasets.DataBundle) -> torch.nn.Module:
                 "in_features": math.prod(bundle.input_shape), "in_channels": c,
                 "image_size": spatial[-1] if spatial else None}
     m.update({k: v for k, v in injected.items() if k in params and v is not None})
-    return models.create(cfg["model"]["name"], **m)
+    try:
+        return models.create(cfg["model"]["name"], **m)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model {cfg['model']['name']}: {e}") from None
 
 
 def build_method(cfg: dict, bundle: datasets.DataBundle, device: torch.device):
