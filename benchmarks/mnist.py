@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import hardware, markdown_table  # noqa: E402
-
-from bsnn.config import resolve  # noqa: E402
-from bsnn.errors import UserError  # noqa: E402
-from bsnn.measure import count_parameters, peak_rss_bytes  # noqa: E402
-from bsnn.recipes import load_recipe  # noqa: E402
-from bsnn.train import build_data, build_trainer  # noqa: E402
+from bsnn.bench.report import hardware, markdown_table
+from bsnn.config import resolve
+from bsnn.errors import UserError
+from bsnn.measure import count_parameters, peak_rss_bytes
+from bsnn.recipes import load_recipe
+from bsnn.train import build_data, build_trainer
 
 RECIPES = {"tbso": "mnist_tbso", "bptt": "mnist_bptt"}
 

@@ -80,6 +80,80 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    from . import models
+    from .config import resolve
+    from .measure.summary import summary
+    from .recipes import load_recipe
+    from .train import build_model
+
+    if args.recipe:
+        cfg = resolve(load_recipe(args.recipe), args.set)
+        model = build_model(cfg)
+        from .data import dataset_info
+        shape = dataset_info(cfg["data"]["name"]).input_shape
+        T = args.time_steps or cfg["method"]["time_steps"]
+    else:
+        from .config import parse_value
+        if not args.model or not args.input_shape:
+            raise UserError("summary needs --recipe NAME, or --model NAME with --input-shape C H W")
+        if args.model not in models.list_models():
+            raise UserError(f"unknown model {args.model!r}; known: {', '.join(models.list_models())}")
+        kwargs = {}
+        for item in args.set:
+            if "=" not in item:
+                raise UserError(f"--set expects key=value, got {item!r}")
+            k, v = item.split("=", 1)
+            kwargs[k.removeprefix("model.")] = parse_value(v)
+        shape = tuple(args.input_shape)
+        params = models.model_signature(args.model).parameters
+        c, *spatial = shape
+        for k, v in (("in_channels", c), ("image_size", spatial[-1] if spatial else None),
+                     ("in_features", int(__import__("math").prod(shape)))):
+            if k in params and k not in kwargs and v is not None:
+                kwargs[k] = v
+        try:
+            model = models.create(args.model, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"model {args.model}: {e}") from None
+        T = args.time_steps or 1
+    print(summary(model, shape, T, batch_size=args.batch_size).table())
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .measure.plots import plot
+
+    for path in plot(args.target):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import memory, optimizer_step, throughput
+    from .bench.report import markdown_table, write_csv
+
+    common = {"device": args.device}
+    if args.kind == "memory":
+        rows, desc = memory.run(time_steps=args.time_steps or (1, 2, 4, 8, 16), setups=args.setups,
+                                batch_size=args.batch_size, channels=args.channels, **common)
+    elif args.kind == "throughput":
+        rows, desc = throughput.run(time_steps=args.time_steps or (1, 2, 4, 8), setups=args.setups,
+                                    batch_size=args.batch_size, channels=args.channels,
+                                    repeats=args.repeats, **common)
+    else:
+        rows, desc = optimizer_step.run(repeats=args.repeats, **common)
+    print(f"\n{desc}\n\n{markdown_table(rows)}")
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+        if args.kind != "optimizer":
+            from .measure.plots import plot_csv
+            for path in plot_csv(args.csv):
+                print(f"wrote {path}")
+    return 0
+
+
 def cmd_recipes(args) -> int:
     from .recipes import list_recipes, load_recipe
 
@@ -104,6 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set data.root=PATH")
     e.set_defaults(fn=cmd_eval)
+    s = sub.add_parser("summary", help="per-layer bits, sizes, firing rates and synaptic operations")
+    s.add_argument("--recipe", help="summarise the recipe's model")
+    s.add_argument("--model", help="or: a registered model name")
+    s.add_argument("--input-shape", type=int, nargs="+", metavar="N", help="e.g. 3 32 32 (with --model)")
+    s.add_argument("--time-steps", "-T", type=int, help="time steps of the forward pass (recipe's by default)")
+    s.add_argument("--batch-size", type=int, default=8, help="random inputs for firing rates")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (with --recipe) or model option (with --model)")
+    s.set_defaults(fn=cmd_summary)
+    pl = sub.add_parser("plot", help="PNG plots of a run folder or a benchmark CSV")
+    pl.add_argument("target", help="run folder (metrics.csv) or benchmark .csv")
+    pl.set_defaults(fn=cmd_plot)
+    b = sub.add_parser("bench", help="benchmarks: memory vs T, throughput, optimizer step")
+    b.add_argument("kind", choices=["memory", "throughput", "optimizer"])
+    b.add_argument("--time-steps", "-T", type=int, nargs="+")
+    b.add_argument("--setups", nargs="+", default=["tbso", "bso", "sj_ottt", "bptt"],
+                   choices=["tbso", "bso", "sj_ottt", "bptt"])
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--channels", type=int, nargs="+", default=[64, 128, 256])
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--csv", help="write rows to this CSV (and a PNG plot beside it)")
+    b.set_defaults(fn=cmd_bench)
     r = sub.add_parser("recipes", help="list the shipped recipes")
     r.set_defaults(fn=cmd_recipes)
     return p

@@ -9,7 +9,7 @@ from .loader import TensorPairs
 from .registry import DataBundle, register_dataset
 
 
-@register_dataset("digits")
+@register_dataset("digits", num_classes=10, input_shape=(1, 8, 8))
 def digits(root: str | None = None, test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """Seeded stratified 80/20 split; pixels scaled to [0, 1]; shape (1, 8, 8). ``root`` is unused."""
     x, y = load_digits(return_X_y=True)

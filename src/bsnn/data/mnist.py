@@ -43,7 +43,7 @@ def _from_torchvision(root: Path):
     return tr.data, tr.targets, te.data, te.targets
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", num_classes=10, input_shape=(1, 28, 28))
 def mnist(root: str | None = None) -> DataBundle:
     if not root:
         raise DatasetError(f"MNIST needs a data root (data.root=PATH): {HOWTO}")

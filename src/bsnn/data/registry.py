@@ -7,7 +7,8 @@ from typing import Callable
 
 from torch.utils.data import Dataset
 
-__all__ = ["DataBundle", "register_dataset", "create", "list_datasets", "dataset_signature"]
+__all__ = ["DataBundle", "DatasetInfo", "register_dataset", "create", "list_datasets", "dataset_signature",
+           "dataset_info"]
 
 
 @dataclass
@@ -19,16 +20,31 @@ class DataBundle:
     temporal: bool = False         # True: samples are [T, ...] sequences (one frame per time step)
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset without loading it."""
+    num_classes: int
+    input_shape: tuple[int, ...]
+    temporal: bool = False
+
+
 _DATASETS: dict[str, Callable[..., DataBundle]] = {}
+_INFO: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str):
+def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], temporal: bool = False):
     def deco(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
         _DATASETS[name] = fn
+        _INFO[name] = DatasetInfo(num_classes, tuple(input_shape), temporal)
         return fn
     return deco
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    _get(name)
+    return _INFO[name]
 
 
 def list_datasets() -> list[str]:

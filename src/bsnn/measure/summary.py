@@ -167,16 +167,15 @@ def _own_counts(m: nn.Module) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_steps: int = 1,
-            x: torch.Tensor | None = None, batch_size: int = 8) -> Summary:
-    """Summarise ``model``. Give ``x`` (a real batch, [B, ...] or [B, T, ...] for temporal data) for
-    meaningful firing rates; otherwise a random batch of ``input_shape`` is used (uniform [0, 1)).
-    Multi-step models ([T, B, ...]) are run in one call; single-step models step T times."""
-    device = next(model.parameters()).device
+            x: torch.Tensor | None = None, batch_size: int = 8, temporal: bool = False) -> Summary:
+    """Summarise ``model``. Give ``x`` (a real batch: [B, ...], or [B, T, ...] with ``temporal=True``)
+    for meaningful firing rates; otherwise a random batch of ``input_shape`` (uniform [0, 1)) is used.
+    Multi-step models ([T, B, ...]) run in one call; single-step models step T times."""
     if x is None:
         if input_shape is None:
             raise ValueError("give input_shape or x")
-        x = torch.rand(batch_size, *input_shape, device=device)
-    temporal = x.dim() == (len(input_shape) + 2 if input_shape else 0)
+        param = next(model.parameters(), None)
+        x = torch.rand(batch_size, *input_shape, device=param.device if param is not None else None)
     rows: dict[str, LayerRow] = {}
     order: list[str] = []
     listed: set[int] = set()

@@ -40,12 +40,14 @@ def build_data(cfg: dict) -> datasets.DataBundle:
     return datasets.create(d["name"], **kwargs)
 
 
-def build_model(cfg: dict, bundle: datasets.DataBundle) -> torch.nn.Module:
+def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | None = None) -> torch.nn.Module:
+    """The recipe's model, with classes, input size and method filled in from the data and method."""
+    info = info or datasets.dataset_info(cfg["data"]["name"])
     m = {k: v for k, v in cfg["model"].items() if k != "name"}
     params = models.model_signature(cfg["model"]["name"]).parameters
-    c, *spatial = bundle.input_shape
-    injected = {"method": cfg["method"]["name"], "num_classes": bundle.num_classes,
-                "in_features": math.prod(bundle.input_shape), "in_channels": c,
+    c, *spatial = info.input_shape
+    injected = {"method": cfg["method"]["name"], "num_classes": info.num_classes,
+                "in_features": math.prod(info.input_shape), "in_channels": c,
                 "image_size": spatial[-1] if spatial else None}
     m.update({k: v for k, v in injected.items() if k in params and v is not None})
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import DataBundle, make_loader
+from ..measure.firing import FiringRateMeter
+from ..measure.flips import FlipMonitor
 from . import checkpoint as ckpt
 
 __all__ = ["Trainer"]
@@ -25,7 +28,8 @@ class Trainer:
                  batch_size: int, test_batch_size: int = 256, lr_scheduler=None, flip_scheduler=None,
                  scaler=None, device: str | torch.device = "cpu", seed: int = 0,
                  out_dir: str | Path | None = None, config: dict | None = None, progress: bool = True,
-                 num_workers: int = 0, save_checkpoints: bool = True, log=print):
+                 num_workers: int = 0, save_checkpoints: bool = True, metrics: bool = True,
+                 tensorboard: bool = True, log=print):
         self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
         self.epochs, self.batch_size, self.test_batch_size = epochs, batch_size, test_batch_size
         self.lr_scheduler, self.flip_scheduler, self.scaler = lr_scheduler, flip_scheduler, scaler
@@ -34,6 +38,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir else None
         self.save_checkpoints = save_checkpoints and self.out_dir is not None
         self.log = log
+        self.metrics, self.tensorboard = metrics, tensorboard
+        self._tb = None
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
 
@@ -57,16 +63,21 @@ class Trainer:
         return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, firing_rates: bool = False) -> dict[str, float]:
         self.model.eval()
-        loss_sum, correct, n = 0.0, 0, 0
-        for x, y in self._batches(self.data.test, self.test_batch_size, False, 0, "eval"):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            out = self.method.predict(self.model, x)
-            loss_sum += F.cross_entropy(out / self.method.T, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-            n += len(y)
-        return {"test_loss": loss_sum / n, "test_acc": correct / n}
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        n = 0
+        meter = FiringRateMeter(self.model)
+        with meter.record() if firing_rates else nullcontext():
+            for x, y in self._batches(self.data.test, self.test_batch_size, False, 0, "eval"):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                out = self.method.predict(self.model, x)
+                loss_sum += F.cross_entropy(out / self.method.T, y, reduction="sum")
+                correct += (out.argmax(1) == y).sum()
+                n += len(y)
+        return {"test_loss": loss_sum.item() / n, "test_acc": correct.item() / n,
+                **(meter.rates() if firing_rates else {})}
 
     def _hyperparameters(self) -> dict[str, float]:
         row = {"lr": self.optimizer.param_groups[-1]["lr"]}
@@ -80,25 +91,38 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         if resume:
             self.resume()
-        for epoch in range(self.start_epoch, self.epochs):
-            t0 = time.perf_counter()
-            row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
-            row.update(self.train_epoch(epoch))
-            row["train_time_s"] = round(time.perf_counter() - t0, 3)
-            row.update(self.evaluate())
-            if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
-            if self.flip_scheduler is not None:
-                self.flip_scheduler.step()
-            self.history.append(row)
-            self.log(f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
-                     f"train {100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
-                     f"({row['train_time_s']:.1f} s)")
-            if self.out_dir is not None:
-                self._write_metrics()
-            if self.save_checkpoints:
-                self.save_checkpoint(epoch + 1)
+        flips = FlipMonitor(self.model, self.optimizer) if self.metrics else None
+        try:
+            for epoch in range(self.start_epoch, self.epochs):
+                self._run_epoch(epoch, flips)
+        finally:
+            if flips is not None:
+                flips.remove()
+            if self._tb is not None:
+                self._tb.close()
         return self.history
+
+    def _run_epoch(self, epoch: int, flips: FlipMonitor | None) -> None:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
+        row.update(self.train_epoch(epoch))
+        row["train_time_s"] = round(time.perf_counter() - t0, 3)
+        row.update(self.evaluate(firing_rates=self.metrics))
+        if flips is not None:
+            row.update(flips.epoch_end())
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        if self.flip_scheduler is not None:
+            self.flip_scheduler.step()
+        self.history.append(row)
+        self.log(f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
+                 f"train {100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
+                 f"({row['train_time_s']:.1f} s)")
+        if self.out_dir is not None:
+            self._write_metrics()
+            self._write_tensorboard(row)
+        if self.save_checkpoints:
+            self.save_checkpoint(epoch + 1)
 
     # ---- persistence ---------------------------------------------------------------------------
     def _write_metrics(self) -> None:
@@ -110,6 +134,21 @@ class Trainer:
         w.writeheader()
         w.writerows(self.history)
         ckpt.atomic_write_text(buf.getvalue(), self.out_dir / METRICS)
+
+    def _write_tensorboard(self, row: dict[str, Any]) -> None:
+        if not self.tensorboard:
+            return
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:          # tensorboard not installed: CSV only
+                self.tensorboard = False
+                return
+            self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)):
+                self._tb.add_scalar(k, v, row["epoch"])
+        self._tb.flush()
 
     def state_dict(self, epoch: int) -> dict[str, Any]:
         opt = lambda o: None if o is None else o.state_dict()  # noqa: E731

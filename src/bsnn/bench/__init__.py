@@ -1,0 +1,1 @@
+"""Benchmarks behind ``bsnn bench``: memory vs T, throughput, optimizer-step cost."""

@@ -1,0 +1,42 @@
+"""Firing rates of spiking layers: forward hooks on SpikingJelly memory modules (our neurons included)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from spikingjelly.activation_based import base
+from torch import nn
+
+__all__ = ["FiringRateMeter"]
+
+
+class FiringRateMeter:
+    """Counts spikes per neuron layer while active; ``rates()`` = spikes / (neurons x steps x samples).
+
+    Use on evaluation passes: in online training mode a neuron's output also carries its trace."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, base.MemoryModule)]
+        self.reset()
+
+    def reset(self) -> None:
+        self.spikes: dict[str, torch.Tensor | float] = {n: 0.0 for n, _ in self.layers}
+        self.elements = {n: 0 for n, _ in self.layers}
+
+    @contextmanager
+    def record(self):
+        def hook(name):
+            def fn(mod, inp, out):
+                if isinstance(out, torch.Tensor):
+                    self.spikes[name] = self.spikes[name] + out.detach().sum()   # stays on device
+                    self.elements[name] += out.numel()
+            return fn
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.layers]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def rates(self) -> dict[str, float]:
+        return {f"fire/{n}": float(self.spikes[n]) / self.elements[n] for n in self.spikes if self.elements[n]}
