@@ -179,3 +179,17 @@ def test_online_network_end_to_end_gradient_equals_reference_conv():
     y = net(x)
     spikes = (x >= 1.0).float()
     assert torch.allclose(y, F.conv2d(F.avg_pool2d(spikes, 2), conv.weight, padding=1), atol=1e-6)
+
+
+def test_avgpool_saves_nothing_and_matches_torch():
+    from bsnn.measure import SavedTensorMeter
+    from bsnn.nn import AvgPool2d
+
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    for kw in ({"kernel_size": 2}, {"kernel_size": 3, "stride": 2, "padding": 1}):
+        ref = nn.AvgPool2d(**kw)(x)
+        with SavedTensorMeter().measure() as meter:
+            out = AvgPool2d(**kw)(x)
+        assert meter.peak == 0 and torch.equal(out, ref)
+        g = torch.randn_like(ref)
+        assert torch.allclose(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])

@@ -32,7 +32,7 @@ def sj_ottt_convnet(in_channels: int, image_size: int, channels, num_classes: in
         mods += [nn.Conv2d(a, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b),
                  neuron.OTTTLIFNode(tau=2.0, surrogate_function=surrogate.Sigmoid(alpha=4.0))]
         if size > 7:
-            mods.append(nn.AvgPool2d(2))
+            mods.append(nn.AvgPool2d(2))   # SpikingJelly's OTTT pools spikes with grad, traces without
             size //= 2
     mods += [nn.Flatten(1), nn.Linear(channels[-1] * size * size, num_classes)]
     return layer.OTTTSequential(*mods)

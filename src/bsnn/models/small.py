@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..nn import SpikingSequential
+from ..nn import AvgPool2d, SpikingSequential
 from .layers import LayerKit
 from .registry import register_model
 
@@ -54,7 +54,7 @@ def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         conv = nn.Conv2d(a, b, 3, 1, 1, bias=False) if i == 0 else kit.conv(a, b)
         layers += [conv, nn.BatchNorm2d(b), kit.neuron()]
         if size > 7:
-            layers.append(nn.AvgPool2d(2))
+            layers.append(AvgPool2d(2))
             size //= 2
     if head == "gap":
         layers.append(nn.AdaptiveAvgPool2d(1))

@@ -15,12 +15,13 @@ from .binary import (
 )
 from .container import SpikingSequential, set_step_mode
 from .neuron import OnlineLIFNode, multistep_lif
+from .pool import AvgPool2d
 from .trace import TraceRouted, conv2d_with_trace, linear_with_trace
 
 __all__ = [
     "Binarizer", "SignSTE", "sign_ste",
     "BinaryConv2d", "BinaryLinear", "BinaryParameter", "LatentBinaryConv2d", "LatentBinaryLinear",
     "binary_parameters", "latent_binary_parameters", "real_parameters", "is_binary", "is_latent_binary",
-    "sign_", "SpikingSequential", "set_step_mode", "OnlineLIFNode", "multistep_lif",
+    "sign_", "AvgPool2d", "SpikingSequential", "set_step_mode", "OnlineLIFNode", "multistep_lif",
     "TraceRouted", "conv2d_with_trace", "linear_with_trace",
 ]
