@@ -2,7 +2,9 @@
 
 Each (setup, T) runs in its own process, because a process's peak RSS never goes down. Reported:
   saved MiB       largest amount saved for backward by one graph (saved-tensor hooks)
-  persistent MiB  parameters + gradients + optimizer state (shows the latent weights BSO does not keep)
+  persistent MiB  parameters + gradients + optimizer state, as stored (±1 weights as float32)
+  ..., ±1 packed  the same with exact ±1 weights at 1 bit: BSO keeps no latent weight, so this is
+                  about one float32 tensor per binary weight below the latent-weight (BPTT) setup
   peak MiB        CUDA max allocated (GPU) or process peak RSS (CPU), over measured batches that
                   follow warm-up batches (Linux: VmHWM reset through /proc/self/clear_refs)
   increment MiB   peak minus what the process held just before the measured batches
@@ -75,6 +77,7 @@ def measure_one(setup: str, T: int, batch_size: int, channels, device: str, warm
     pb = persistent_bytes(s.model, s.optimizer)
     return {"method": s.label, "T": T, "saved MiB": round(meter.peak / MIB, 2),
             "persistent MiB": round(pb["persistent_bytes"] / MIB, 2),
+            "persistent MiB, ±1 packed": round(pb["persistent_bytes_packed"] / MIB, 2),
             "optimizer state MiB": round(pb["optimizer_state_bytes"] / MIB, 2),
             "peak MiB": round(peak / MIB, 1), "increment MiB": round((peak - base) / MIB, 1)}
 

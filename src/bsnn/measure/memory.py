@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..nn.binary import is_binary
+
 __all__ = ["SavedTensorMeter", "persistent_bytes", "peak_rss_bytes", "tensor_bytes"]
 
 
@@ -62,13 +64,16 @@ class SavedTensorMeter:
 
 
 def persistent_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Parameters + gradients + optimizer state. ``persistent_bytes_packed`` counts exact ±1 weights at
+    1 bit (their packed storage; bsnn computes with them as float32): the saving BSO makes possible."""
     params = sum(tensor_bytes(p) for p in model.parameters())
+    packed = sum(-(-p.numel() // 8) if is_binary(p) else tensor_bytes(p) for p in model.parameters())
     grads = sum(tensor_bytes(p) for p in model.parameters())        # one gradient per parameter
     state = 0
     for st in optimizer.state.values():
         state += sum(tensor_bytes(v) for v in st.values() if isinstance(v, torch.Tensor))
     return {"param_bytes": params, "grad_bytes": grads, "optimizer_state_bytes": state,
-            "persistent_bytes": params + grads + state}
+            "persistent_bytes": params + grads + state, "persistent_bytes_packed": packed + grads + state}
 
 
 def peak_rss_bytes() -> int:
