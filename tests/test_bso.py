@@ -256,3 +256,26 @@ def test_flip_scheduler_step_and_inv_sqrt():
     restored = FlipScheduler(opt, "constant")
     restored.load_state_dict(sch.state_dict())
     assert restored.epoch == 102 and restored.kind == "step"
+
+
+def test_fused_compiled_step_equals_foreach_step():
+    """``fused=True`` (torch.compile) must give exactly the flips of the foreach path."""
+    torch.manual_seed(5)
+    a = make_model()
+    b = copy.deepcopy(a)
+    kw = dict(threshold=1e-7, beta1=0.9, time_steps=3, momentum_reset=True, count_flips=True)
+    opt_a, opt_b = TBSO(a.parameters(), **kw), TBSO(b.parameters(), fused=True, **kw)
+    for s in range(5):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            loss_of(model, s).backward()
+            opt.step(t=s % 3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+    for pa, pb in zip(binary_parameters(a), binary_parameters(b)):
+        assert_binary(pb)
+        assert torch.equal(pa, pb)
+        sa, sb = opt_a.state[pa], opt_b.state[pb]
+        assert torch.allclose(sa["momentum"], sb["momentum"], atol=1e-7)
+        assert torch.allclose(sa["v"], sb["v"], rtol=1e-5)
+        assert int(sa["flips"]) == int(sb["flips"]) > 0

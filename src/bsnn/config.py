@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0},
     "optim": {"name": "tbso", "lr": 0.1, "threshold": 5e-7, "beta1": 0.999, "beta2": 0.99999,
               "eps": 1e-20, "momentum_reset": False, "real": "sgd", "momentum": 0.0,
-              "weight_decay": 0.0, "betas": [0.9, 0.999]},
+              "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": False},
     "schedule": {"lr": "cosine", "lr_epochs": None, "lr_step": 30, "lr_gamma": 0.1,
                  "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
@@ -46,9 +46,10 @@ CHOICES = {
 
 # Keys of the optim section that each optimizer uses (the rest must keep their defaults).
 OPTIMIZER_KEYS = {
-    "bso": {"lr", "threshold", "beta1", "momentum_reset", "real", "momentum", "weight_decay", "betas"},
+    "bso": {"lr", "threshold", "beta1", "momentum_reset", "real", "momentum", "weight_decay", "betas",
+            "fused"},
     "tbso": {"lr", "threshold", "beta1", "beta2", "eps", "momentum_reset", "real", "momentum",
-             "weight_decay", "betas"},
+             "weight_decay", "betas", "fused"},
     "sgd": {"lr", "momentum", "weight_decay"},
     "adam": {"lr", "betas", "weight_decay"},
 }

@@ -69,8 +69,11 @@ def bso_update(
         thresholds = [threshold] * n
     else:
         if foreach:
-            sq = torch._foreach_norm(grads)
-            torch._foreach_mul_(sq, sq)
+            if grads[0].is_cuda:
+                sq = torch._foreach_norm(grads)
+                torch._foreach_mul_(sq, sq)
+            else:  # on the CPU a dot product is the faster sum of squares
+                sq = [torch.dot(g.reshape(-1), g.reshape(-1)) for g in grads]
             torch._foreach_div_(sq, [float(g.numel()) for g in grads])
             torch._foreach_mul_(v_t, beta2)
             torch._foreach_add_(v_t, sq, alpha=1.0 - beta2)
@@ -87,6 +90,35 @@ def bso_update(
         _flip_(w, m, thr, momentum_reset, c)
 
 
+def _fused_update(params, grads, momenta, v_t, beta1: float, threshold: float, beta2: float, eps: float,
+                  momentum_reset: bool, flip_counts) -> None:
+    """The same update written per element, for ``torch.compile`` to fuse into one pass per tensor
+    (plus one reduction for T-BSO's mean(G^2))."""
+    for i, (w, g, m) in enumerate(zip(params, grads, momenta)):
+        m.lerp_(g, 1.0 - beta1)
+        if v_t is None:
+            thr = threshold
+        else:
+            v_t[i].mul_(beta2).add_((1.0 - beta2) * (g * g).mean())
+            thr = threshold * torch.sqrt(v_t[i] + eps)
+        flip = w * m > thr
+        w.copy_(torch.where(flip, -w, w))
+        if momentum_reset:
+            m.copy_(torch.where(flip, 0.0, m))
+        if flip_counts is not None:
+            flip_counts[i].add_(flip.sum())
+
+
+_compiled_update = None
+
+
+def _fused(*args, **kwargs) -> None:
+    global _compiled_update
+    if _compiled_update is None:
+        _compiled_update = torch.compile(_fused_update, dynamic=False)
+    _compiled_update(*args, **kwargs)
+
+
 class BSO(Optimizer):
     """Binary Spiking Online optimizer.
 
@@ -99,6 +131,9 @@ class BSO(Optimizer):
         momentum_reset: zero the momentum of flipped weights (reference code's BSO branch).
         real_optimizer: torch optimizer class for real parameters; ``real_optimizer_kwargs`` its options.
         foreach: use ``torch._foreach_*`` kernels (default: True).
+        fused: run the update through ``torch.compile``, which fuses it into about one memory pass per
+            tensor (needs a working inductor backend: a C++ compiler on CPU, Triton on GPU; the first
+            step compiles, and a changed hyperparameter value compiles again). Default False.
         count_flips: keep a running flip count per binary tensor in ``state[p]["flips"]`` (device tensor).
     """
 
@@ -114,6 +149,7 @@ class BSO(Optimizer):
         real_optimizer: type[Optimizer] = torch.optim.SGD,
         real_optimizer_kwargs: dict[str, Any] | None = None,
         foreach: bool = True,
+        fused: bool = False,
         count_flips: bool = False,
         **temporal_defaults: Any,
     ):
@@ -124,7 +160,7 @@ class BSO(Optimizer):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         defaults = dict(lr=lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
-                        foreach=foreach, **temporal_defaults)
+                        foreach=foreach, fused=fused, **temporal_defaults)
         self.real_optimizer: Optimizer | None = None
         self.count_flips = count_flips
         super().__init__(params, defaults)
@@ -198,6 +234,13 @@ class BSO(Optimizer):
                 if self.count_flips:
                     counts.append(state.setdefault(
                         "flips", torch.zeros((), dtype=torch.int64, device=p.device)))
+            if not params:
+                continue
+            if group.get("fused"):
+                _fused(params, grads, momenta, v_t if self.temporal else None, group["beta1"],
+                       group["threshold"], group.get("beta2", 0.0), group.get("eps", 0.0),
+                       group["momentum_reset"], counts if self.count_flips else None)
+                continue
             bso_update(
                 params, grads, momenta, v_t if self.temporal else None,
                 beta1=group["beta1"], threshold=group["threshold"],

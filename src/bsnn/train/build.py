@@ -75,7 +75,7 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
         else:
             real_kwargs["betas"] = tuple(o["betas"])
         common = dict(lr=o["lr"], threshold=o["threshold"], beta1=o["beta1"],
-                      momentum_reset=o["momentum_reset"], real_optimizer=real_cls,
+                      momentum_reset=o["momentum_reset"], fused=o["fused"], real_optimizer=real_cls,
                       real_optimizer_kwargs=real_kwargs)
         if o["name"] == "bso":
             return BSO(model.parameters(), **common)
