@@ -73,3 +73,38 @@ def test_recipes_listing_and_module_entry_point(capsys):
     assert code == 0 and "digits_tbso" in text and "mnist_tbso" in text
     proc = subprocess.run([sys.executable, "-m", "bsnn", "train"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--recipe" in proc.stderr
+
+
+def test_summary_plot_and_bench_commands(tmp_path, capsys):
+    code, text, _ = run(["summary", "--model", "convnet", "--input-shape", "1", "8", "8", "-T", "2",
+                         "--set", "channels=[4,8]"], capsys)
+    assert code == 0 and "binary BinaryConv2d" in text and "compression" in text and "AC" in text
+    code, text, _ = run(["summary", "--recipe", "digits_tbso"], capsys)
+    assert code == 0 and "262,144 binary" in text and "random test samples of digits" in text
+    code, _, err = run(["summary", "--model", "resnet9000", "--input-shape", "3"], capsys)
+    assert code == 2 and "unknown model" in err
+
+    csv = tmp_path / "tp.csv"
+    code, text, _ = run(["bench", "throughput", "-T", "1", "2", "--batch-size", "4", "--channels", "4", "8",
+                         "--repeats", "1", "--csv", str(csv)], capsys)
+    assert code == 0 and "vs BPTT" in text and csv.is_file() and csv.with_suffix(".png").is_file()
+
+    mem = tmp_path / "mem.csv"
+    code, text, _ = run(["bench", "memory", "-T", "1", "4", "--setups", "tbso", "bptt", "--batch-size", "4",
+                         "--channels", "4", "8", "--csv", str(mem)], capsys)
+    assert code == 0
+    import csv as csvmod
+    rows = list(csvmod.DictReader(open(mem)))
+    saved = {(r["method"], r["T"]): float(r["saved MiB"]) for r in rows}
+    assert saved[("online T-BSO", "1")] == saved[("online T-BSO", "4")]
+    assert saved[("BPTT latent-binary", "4")] > 3 * saved[("BPTT latent-binary", "1")]
+    packed = {r["method"]: float(r["persistent MiB, ±1 packed"]) for r in rows}
+    assert packed["online T-BSO"] < packed["BPTT latent-binary"]
+
+    out = tmp_path / "run"
+    run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=1", "--set", "model.hidden=[16,16]",
+         "--set", "train.progress=false", "--out", str(out)], capsys)
+    code, text, _ = run(["plot", str(out)], capsys)
+    assert code == 0 and text.count("wrote") == 4
+    code, _, err = run(["plot", str(tmp_path / "nothing.txt")], capsys)
+    assert code == 2

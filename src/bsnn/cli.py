@@ -57,20 +57,26 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
-    from .config import apply_overrides, validate
-    from .train import build_trainer
+def _load_checkpoint(path_text: str) -> dict:
     from .train import checkpoint as ckpt
 
-    path = Path(args.checkpoint)
+    path = Path(path_text)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")
     try:
         state = ckpt.load(path)
-        cfg = state["config"]
+        state["config"], state["model"]  # noqa: B018  (both must be present)
     except Exception as e:  # a file that is not our checkpoint
         raise UserError(f"{path} is not a bsnn checkpoint ({type(e).__name__}: {e})") from None
-    cfg = validate(apply_overrides(cfg, ["train.progress=false", *args.set]))
+    return state
+
+
+def cmd_eval(args) -> int:
+    from .config import apply_overrides, validate
+    from .train import build_trainer
+
+    state = _load_checkpoint(args.checkpoint)
+    cfg = validate(apply_overrides(state["config"], ["train.progress=false", *args.set]))
     trainer = build_trainer(cfg, out_dir=None, log=lambda *a: None)
     trainer.model.load_state_dict(state["model"])
     res = trainer.evaluate()
@@ -82,21 +88,39 @@ def cmd_eval(args) -> int:
 
 def cmd_summary(args) -> int:
     from . import models
-    from .config import resolve
+    from .config import apply_overrides, resolve, validate
     from .measure.summary import summary
     from .recipes import load_recipe
     from .train import build_model
 
-    if args.recipe:
-        cfg = resolve(load_recipe(args.recipe), args.set)
-        model = build_model(cfg)
+    x, temporal, note = None, False, "random inputs, uniform in [0, 1)"
+    if args.recipe or args.checkpoint:
         from .data import dataset_info
-        shape = dataset_info(cfg["data"]["name"]).input_shape
+        from .train import build_data
+
+        if args.checkpoint:
+            state = _load_checkpoint(args.checkpoint)
+            cfg = validate(apply_overrides(state["config"], args.set))
+        else:
+            cfg = resolve(load_recipe(args.recipe), args.set)
+        model = build_model(cfg)
+        if args.checkpoint:
+            model.load_state_dict(state["model"])
+        info = dataset_info(cfg["data"]["name"])
+        shape, temporal = info.input_shape, info.temporal
         T = args.time_steps or cfg["method"]["time_steps"]
+        try:
+            import torch
+            test = build_data(cfg).test
+            pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:args.batch_size]
+            x = test[pick.tolist()][0]
+            note = f"{len(x)} random test samples of {cfg['data']['name']}"
+        except UserError as e:
+            note += f" ({cfg['data']['name']} not loaded: {e})"
     else:
         from .config import parse_value
         if not args.model or not args.input_shape:
-            raise UserError("summary needs --recipe NAME, or --model NAME with --input-shape C H W")
+            raise UserError("summary needs --recipe NAME, --checkpoint PATH, or --model NAME with --input-shape C H W")
         if args.model not in models.list_models():
             raise UserError(f"unknown model {args.model!r}; known: {', '.join(models.list_models())}")
         kwargs = {}
@@ -117,7 +141,8 @@ def cmd_summary(args) -> int:
         except (TypeError, ValueError) as e:
             raise UserError(f"model {args.model}: {e}") from None
         T = args.time_steps or 1
-    print(summary(model, shape, T, batch_size=args.batch_size).table())
+    print(summary(model, shape, T, x=x, batch_size=args.batch_size, temporal=temporal).table())
+    print(f"firing rates and operations measured on {note}")
     return 0
 
 
@@ -179,11 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override, e.g. --set data.root=PATH")
     e.set_defaults(fn=cmd_eval)
     s = sub.add_parser("summary", help="per-layer bits, sizes, firing rates and synaptic operations")
-    s.add_argument("--recipe", help="summarise the recipe's model")
+    s.add_argument("--recipe", help="summarise the recipe's model (untrained)")
+    s.add_argument("--checkpoint", help="summarise a trained model (firing rates on its test data)")
     s.add_argument("--model", help="or: a registered model name")
     s.add_argument("--input-shape", type=int, nargs="+", metavar="N", help="e.g. 3 32 32 (with --model)")
     s.add_argument("--time-steps", "-T", type=int, help="time steps of the forward pass (recipe's by default)")
-    s.add_argument("--batch-size", type=int, default=8, help="random inputs for firing rates")
+    s.add_argument("--batch-size", type=int, default=64, help="samples for firing rates and operations")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (with --recipe) or model option (with --model)")
     s.set_defaults(fn=cmd_summary)
