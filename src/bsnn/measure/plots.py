@@ -101,8 +101,12 @@ def plot_csv(path: str | Path) -> list[Path]:
     by_method = defaultdict(list)
     for r in rows:
         by_method[r["method"]].append(r)
-    fig, axes = plt.subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.8), squeeze=False)
-    for ax, col in zip(axes[0], numeric):
+    ncols = min(3, len(numeric))
+    nrows = -(-len(numeric) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(numeric):]:
+        ax.set_visible(False)
+    for ax, col in zip(axes.flat, numeric):
         for method, rs in by_method.items():
             ax.plot([_num(r["T"]) for r in rs], [_num(r[col]) for r in rs], marker="o", label=method)
         ax.set(title=col, xlabel="time steps T")
