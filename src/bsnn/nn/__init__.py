@@ -13,7 +13,7 @@ from .binary import (
     real_parameters,
     sign_,
 )
-from .container import SpikingSequential, set_step_mode
+from .container import SpikingSequential, fold, set_step_mode
 from .neuron import OnlineLIFNode, multistep_lif
 from .pool import AvgPool2d
 from .trace import TraceRouted, conv2d_with_trace, linear_with_trace
@@ -22,6 +22,6 @@ __all__ = [
     "Binarizer", "SignSTE", "sign_ste",
     "BinaryConv2d", "BinaryLinear", "BinaryParameter", "LatentBinaryConv2d", "LatentBinaryLinear",
     "binary_parameters", "latent_binary_parameters", "real_parameters", "is_binary", "is_latent_binary",
-    "sign_", "AvgPool2d", "SpikingSequential", "set_step_mode", "OnlineLIFNode", "multistep_lif",
+    "sign_", "AvgPool2d", "SpikingSequential", "fold", "set_step_mode", "OnlineLIFNode", "multistep_lif",
     "TraceRouted", "conv2d_with_trace", "linear_with_trace",
 ]

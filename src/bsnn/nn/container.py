@@ -10,7 +10,15 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-__all__ = ["SpikingSequential", "set_step_mode"]
+__all__ = ["SpikingSequential", "set_step_mode", "fold"]
+
+
+def fold(m: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
+    """Apply a stateless module: as is in single-step mode; with [T, B] folded into the batch in
+    multi-step mode."""
+    if step_mode == "s":
+        return m(x)
+    return m(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
 def _is_temporal(m: nn.Module) -> bool:
@@ -26,10 +34,7 @@ class SpikingSequential(nn.Sequential):
         if self.step_mode == "s":
             return super().forward(x)
         for m in self:
-            if _is_temporal(m):
-                x = m(x)
-            else:
-                x = m(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+            x = m(x) if _is_temporal(m) else fold(m, x, "m")
         return x
 
     def extra_repr(self) -> str:
@@ -41,7 +46,7 @@ def set_step_mode(model: nn.Module, step_mode: str) -> nn.Module:
     if step_mode not in ("s", "m"):
         raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
     for m in model.modules():
-        if isinstance(m, SpikingSequential) or (
+        if isinstance(m, SpikingSequential) or getattr(m, "temporal", False) or (
             isinstance(m, base.MemoryModule) and step_mode in m.supported_step_mode()
         ):
             m.step_mode = step_mode

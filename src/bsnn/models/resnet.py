@@ -1,0 +1,102 @@
+"""Bi-Real-style spiking ResNets (BSO spec §4.2): one binary conv per block, real-valued residual stream.
+
+Block: ``LIF(x) -> binary 3x3 conv -> BN``, added to the shortcut; spikes exist only at each block's
+conv input. Where the shape changes the shortcut is ``AvgPool2d(2) -> full-precision 1x1 conv -> BN``
+on the real-valued block input. Head: global average pool of the real stream -> full-precision FC.
+
+Stems: ``"bso"`` (the BSO code: 3x3 stride-1 conv, BN, 3x3/2 max pool — layer1 runs at 112x112 on
+224 inputs), ``"imagenet"`` (7x7 stride-2 conv, BN, max pool, as Bi-Real Net / torchvision), ``"cifar"``
+(3x3 stride-1 conv, BN, no pool).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..nn import AvgPool2d, BinaryParameter, fold
+from .layers import LayerKit
+from .registry import register_model
+
+__all__ = ["BiRealBlock", "SpikingBiRealResNet", "resnet18", "resnet34", "STEMS"]
+
+STEMS = ("bso", "imagenet", "cifar")
+
+
+class BiRealBlock(nn.Module):
+    temporal = True   # handles [T, B, ...] itself in multi-step mode
+
+    def __init__(self, kit: LayerKit, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.step_mode = kit.step_mode
+        self.neuron = kit.neuron()
+        self.conv = kit.conv(cin, cout, 3, stride, 1)
+        self.bn = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(AvgPool2d(2, stride) if stride != 1 else nn.Identity(),
+                                            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sm = self.step_mode
+        out = fold(self.bn, fold(self.conv, self.neuron(x), sm), sm)
+        return out + (x if self.downsample is None else fold(self.downsample, x, sm))
+
+
+class SpikingBiRealResNet(nn.Module):
+    def __init__(self, blocks: Sequence[int], num_classes: int = 1000, in_channels: int = 3,
+                 stem: str = "bso", kit: LayerKit | None = None, widths: Sequence[int] = (64, 128, 256, 512)):
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        kit = kit or LayerKit()
+        self.step_mode = kit.step_mode
+        w0 = widths[0]
+        if stem == "imagenet":
+            conv = nn.Conv2d(in_channels, w0, 7, 2, 3, bias=False)
+        else:
+            conv = nn.Conv2d(in_channels, w0, 3, 1, 1, bias=False)
+        stem_layers = [conv, nn.BatchNorm2d(w0)]
+        if stem != "cifar":
+            stem_layers.append(nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(*stem_layers)
+        layers: list[nn.Module] = []
+        cin = w0
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            for j in range(n):
+                layers.append(BiRealBlock(kit, cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(cin, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = fold(self.stem, x, self.step_mode)
+        x = self.layers(x)
+        return fold(self.head, x, self.step_mode)
+
+
+def _make(blocks, num_classes, in_channels, stem, method, binary, tau, v_threshold, surrogate_alpha, trace):
+    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    return SpikingBiRealResNet(blocks, num_classes, in_channels, stem, kit)
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int = 1000, in_channels: int = 3, stem: str = "bso", method: str = "online",
+             binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
+             trace: str = "ottt") -> SpikingBiRealResNet:
+    """Bi-Real ResNet-18: [4, 4, 4, 4] single-conv blocks (16 binary convs + stem + FC)."""
+    return _make((4, 4, 4, 4), num_classes, in_channels, stem, method, binary, tau, v_threshold,
+                 surrogate_alpha, trace)
+
+
+@register_model("resnet34")
+def resnet34(num_classes: int = 1000, in_channels: int = 3, stem: str = "bso", method: str = "online",
+             binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
+             trace: str = "ottt") -> SpikingBiRealResNet:
+    """Bi-Real ResNet-34: [6, 8, 12, 6] single-conv blocks."""
+    return _make((6, 8, 12, 6), num_classes, in_channels, stem, method, binary, tau, v_threshold,
+                 surrogate_alpha, trace)

@@ -1,0 +1,50 @@
+"""The BSO paper's online spiking VGG-11 (spec §4.1).
+
+64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-GAP-FC: a full-precision first conv
+(with bias) and classifier, seven binary 3x3 convs, BatchNorm then LIF after every conv, average
+pooling on spikes, global average pooling before the classifier. Input channels and size are free
+(3x32x32 CIFAR, 2x48x48 CIFAR10-DVS, 1x32x32 spectrograms, 2x34x34 N-MNIST).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..nn import AvgPool2d, BinaryParameter, SpikingSequential
+from .layers import LayerKit
+from .registry import register_model
+
+__all__ = ["VGG11_CFG", "spiking_vgg11"]
+
+VGG11_CFG = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
+
+
+def _init(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) real convs, N(0, 0.01) classifier; binary layers init themselves."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+@register_model("vgg11")
+def spiking_vgg11(num_classes: int = 10, in_channels: int = 3, method: str = "online", binary: bool = True,
+                  tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
+                  trace: str = "ottt", cfg: list | None = None) -> SpikingSequential:
+    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for i, v in enumerate(cfg or VGG11_CFG):
+        if v == "M":
+            layers.append(AvgPool2d(2))
+            continue
+        conv = nn.Conv2d(cin, v, 3, 1, 1, bias=True) if i == 0 else kit.conv(cin, v)
+        layers += [conv, nn.BatchNorm2d(v), kit.neuron()]
+        cin = v
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), kit.spike_input(nn.Linear(cin, num_classes))]
+    model = SpikingSequential(*layers, step_mode=kit.step_mode)
+    _init(model)
+    return model
