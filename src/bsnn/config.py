@@ -31,7 +31,8 @@ DEFAULTS: dict[str, Any] = {
     "schedule": {"lr": "cosine", "lr_epochs": None, "lr_step": 30, "lr_gamma": 0.1,
                  "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
-              "out_dir": None, "threads": None, "checkpoint": True},
+              "out_dir": None, "threads": None, "checkpoint": True, "limit_batches": None,
+              "init_from": None, "sync_bn": False},
 }
 
 CHOICES = {
@@ -177,7 +178,7 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(str(e.args[0])) from None
     _check_factory("model", cfg["model"], msig, set(), {"method", "num_classes", "in_features",
                                                          "in_channels", "image_size"})
-    _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), set())
+    _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), {"time_steps"})
     opt = cfg["optim"]
     for k in sorted(set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}):
         if opt[k] != DEFAULTS["optim"][k]:

@@ -37,6 +37,8 @@ def resolve_device(name: str) -> torch.device:
 def build_data(cfg: dict) -> datasets.DataBundle:
     d = cfg["data"]
     kwargs = {k: v for k, v in d.items() if k not in ("name", "batch_size", "test_batch_size", "num_workers")}
+    if "time_steps" in datasets.dataset_signature(d["name"]).parameters:
+        kwargs["time_steps"] = cfg["method"]["time_steps"]      # one frame per time step
     return datasets.create(d["name"], **kwargs)
 
 
@@ -88,6 +90,42 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
                             weight_decay=o["weight_decay"])
 
 
+def apply_hyperparameters(cfg: dict, optimizer: torch.optim.Optimizer) -> None:
+    """Set the config's hyperparameters on every group (after loading another run's optimizer state)."""
+    o = cfg["optim"]
+    for g in optimizer.param_groups:
+        g["lr"] = o["lr"]
+        g.pop("initial_lr", None)
+        if g.get("binary"):
+            g.update(threshold=o["threshold"], beta1=o["beta1"], momentum_reset=o["momentum_reset"])
+            if "beta2" in g:
+                g.update(beta2=o["beta2"], eps=o["eps"])
+
+
+def init_from(cfg: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, log=print) -> None:
+    """Start from another run's weights and optimizer state (e.g. ImageNet: T=1 pre-training, then
+    fine-tuning at T=4/6). T-BSO's per-time-step v is resized to this run's T; hyperparameters,
+    schedules and the epoch count come from this run's config."""
+    from . import checkpoint as ckpt
+
+    path = cfg["train"]["init_from"]
+    try:
+        state = ckpt.load(path)
+        model.load_state_dict(state["model"])
+    except FileNotFoundError:
+        raise UserError(f"train.init_from: no checkpoint at {path}") from None
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"train.init_from: {path} does not fit this model ({str(e).splitlines()[0]})") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError) as e:
+        log(f"init_from: optimizer state not loaded ({e}); starting it fresh")
+    if isinstance(optimizer, TBSO):
+        optimizer.resize_time_steps(cfg["method"]["time_steps"])
+    apply_hyperparameters(cfg, optimizer)
+    log(f"initialised from {path} (epoch {state.get('epoch')}, T={state.get('config', {}).get('method', {}).get('time_steps')})")
+
+
 def build_lr_scheduler(cfg: dict, optimizer):
     s, epochs = cfg["schedule"], cfg["train"]["epochs"]
     if s["lr"] == "cosine":
@@ -107,6 +145,8 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
     bundle = bundle or build_data(cfg)
     model = build_model(cfg, bundle).to(device)
     optimizer = build_optimizer(cfg, model)
+    if tr["init_from"]:
+        init_from(cfg, model, optimizer, log)
     flip = None
     if isinstance(optimizer, BSO) and cfg["schedule"]["flip"] != "constant":
         flip = FlipScheduler(optimizer, cfg["schedule"]["flip"], cfg["schedule"]["flip_every"],
@@ -118,7 +158,7 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
         test_batch_size=cfg["data"]["test_batch_size"], lr_scheduler=build_lr_scheduler(cfg, optimizer),
         flip_scheduler=flip, scaler=scaler, device=device, seed=tr["seed"], out_dir=out_dir, config=cfg,
         progress=tr["progress"], num_workers=cfg["data"]["num_workers"],
-        save_checkpoints=tr["checkpoint"], log=log,
+        save_checkpoints=tr["checkpoint"], limit_batches=tr["limit_batches"], log=log,
     )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,7 +30,7 @@ class Trainer:
                  scaler=None, device: str | torch.device = "cpu", seed: int = 0,
                  out_dir: str | Path | None = None, config: dict | None = None, progress: bool = True,
                  num_workers: int = 0, save_checkpoints: bool = True, metrics: bool = True,
-                 tensorboard: bool = True, log=print):
+                 tensorboard: bool = True, limit_batches: int | None = None, log=print):
         self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
         self.epochs, self.batch_size, self.test_batch_size = epochs, batch_size, test_batch_size
         self.lr_scheduler, self.flip_scheduler, self.scaler = lr_scheduler, flip_scheduler, scaler
@@ -39,6 +40,7 @@ class Trainer:
         self.save_checkpoints = save_checkpoints and self.out_dir is not None
         self.log = log
         self.metrics, self.tensorboard = metrics, tensorboard
+        self.limit_batches = limit_batches
         self._tb = None
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -46,6 +48,8 @@ class Trainer:
     # ---- one epoch -------------------------------------------------------------------------
     def _batches(self, ds, batch_size: int, shuffle: bool, epoch: int, desc: str):
         loader = make_loader(ds, batch_size, shuffle, self.seed, epoch, self.num_workers)
+        if self.limit_batches:
+            loader = itertools.islice(loader, self.limit_batches)
         return tqdm(loader, desc=desc, leave=False, disable=None if self.progress else True,
                     dynamic_ncols=True)
 

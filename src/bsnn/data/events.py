@@ -1,0 +1,134 @@
+"""Event-camera datasets, one frame per time step: samples are [T, C, H, W] (``temporal=True``).
+
+* N-MNIST from the original binary files (``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``), read with
+  tonic and binned into T frames of event counts (tonic's ``ToFrame``).
+* CIFAR10-DVS and DVS128 Gesture through SpikingJelly's readers (frames split by event number). Their
+  roots must already hold the downloaded or converted files: SpikingJelly would otherwise try to
+  download, and bsnn never uses the network.
+
+The BSO reference code fed the same frame at every time step; here step t gets frame t.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DatasetError
+from .loader import TensorPairs
+from .registry import DataBundle, register_dataset
+
+__all__ = ["nmnist", "cifar10_dvs", "dvs128_gesture"]
+
+NMNIST_HOWTO = ("a folder with Train/<digit>/*.bin and Test/<digit>/*.bin in the original N-MNIST format "
+                "(e.g. ../shared/data/nmnist_small.tar.gz extracted: data.root=.../nmnist_small)")
+
+
+def _nmnist_split(folder: Path, time_steps: int):
+    import tonic
+
+    dtype = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])
+    to_frame = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_time_bins=time_steps)
+    files = sorted(folder.glob("*/*.bin"))
+    frames = np.zeros((len(files), time_steps, 2, 34, 34), np.uint8)
+    labels = np.zeros(len(files), np.int64)
+    for i, f in enumerate(files):
+        try:
+            events = tonic.io.read_mnist_file(str(f), dtype=dtype)
+            frames[i] = np.clip(to_frame(events), 0, 255)
+        except (ValueError, IndexError) as e:
+            raise DatasetError(f"N-MNIST: cannot read {f} ({e}); expected {NMNIST_HOWTO}") from None
+        labels[i] = int(f.parent.name)
+    return torch.from_numpy(frames), torch.from_numpy(labels)
+
+
+class _Float(torch.nn.Module):
+    def forward(self, x):
+        return x.float()
+
+
+@register_dataset("nmnist", num_classes=10, input_shape=(2, 34, 34), temporal=True)
+def nmnist(root: str | None = None, time_steps: int = 10) -> DataBundle:
+    if not root:
+        raise DatasetError(f"N-MNIST needs data.root=PATH: {NMNIST_HOWTO}")
+    path = Path(root).expanduser()
+    if str(path).endswith((".tar.gz", ".tgz")):
+        raise DatasetError(f"N-MNIST: {path} is an archive; extract it (tar xzf) and pass the folder: {NMNIST_HOWTO}")
+    if not (path / "Train").is_dir() or not (path / "Test").is_dir():
+        raise DatasetError(f"N-MNIST: {path} has no Train/ and Test/ folders; expected {NMNIST_HOWTO}")
+    x_tr, y_tr = _nmnist_split(path / "Train", time_steps)
+    x_te, y_te = _nmnist_split(path / "Test", time_steps)
+    if len(x_tr) == 0 or len(x_te) == 0:
+        raise DatasetError(f"N-MNIST: no .bin files under {path}; expected {NMNIST_HOWTO}")
+    return DataBundle(TensorPairs(x_tr, y_tr, _Float()), TensorPairs(x_te, y_te, _Float()),
+                      num_classes=10, input_shape=(2, 34, 34), temporal=True)
+
+
+def _sj_root(cls, root: str | None, name: str) -> Path:
+    howto = (f"a SpikingJelly {cls.__name__} root holding download/ (the original files) or events_np/ "
+             f"(already converted); see the SpikingJelly docs for where to obtain {name}")
+    if not root:
+        raise DatasetError(f"{name} needs data.root=PATH: {howto}")
+    path = Path(root).expanduser()
+    if (path / "events_np").is_dir():
+        return path
+    files = [f for f, _, _ in cls.resource_url_md5()]
+    missing = [f for f in files if not (path / "download" / f).is_file()]
+    if not path.is_dir() or missing:
+        raise DatasetError(f"{name}: {path} lacks {'download/' + missing[0] if missing else 'the dataset'}; "
+                           f"expected {howto}")
+    return path
+
+
+class _DVSFrames(torch.utils.data.Dataset):
+    """SpikingJelly frames [T, 2, H, W] resized to ``size`` with optional flip/roll augmentation."""
+
+    def __init__(self, base, indices, size: int, augment: bool):
+        self.base, self.indices, self.size, self.augment = base, list(indices), size, augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        x, y = self.base[self.indices[i]]
+        x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if self.augment:   # the BSO (hamingsi) loader: random horizontal flip and roll by up to 5 px
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+            dx, dy = torch.randint(-5, 6, (2,)).tolist()
+            x = torch.roll(x, (dy, dx), (-2, -1))
+        return x, int(y)
+
+
+@register_dataset("cifar10_dvs", num_classes=10, input_shape=(2, 48, 48), temporal=True)
+def cifar10_dvs(root: str | None = None, time_steps: int = 10, size: int = 48, augment: bool = True) -> DataBundle:
+    """10 frames split by event count, resized to 48x48; 90/10 per-class split (first 90 % of each class)."""
+    from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
+
+    path = _sj_root(CIFAR10DVS, root, "CIFAR10-DVS")
+    base = CIFAR10DVS(str(path), data_type="frame", frames_number=time_steps, split_by="number")
+    targets = np.asarray([s[1] for s in base.samples]) if hasattr(base, "samples") else \
+        np.asarray([base[i][1] for i in range(len(base))])
+    train_idx, test_idx = [], []
+    for c in range(10):
+        idx = np.flatnonzero(targets == c)
+        k = int(round(0.9 * len(idx)))
+        train_idx += idx[:k].tolist()
+        test_idx += idx[k:].tolist()
+    return DataBundle(_DVSFrames(base, train_idx, size, augment), _DVSFrames(base, test_idx, size, False),
+                      num_classes=10, input_shape=(2, size, size), temporal=True)
+
+
+@register_dataset("dvs128_gesture", num_classes=11, input_shape=(2, 48, 48), temporal=True)
+def dvs128_gesture(root: str | None = None, time_steps: int = 16, size: int = 48,
+                   augment: bool = True) -> DataBundle:
+    from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
+
+    path = _sj_root(DVS128Gesture, root, "DVS128 Gesture")
+    tr = DVS128Gesture(str(path), train=True, data_type="frame", frames_number=time_steps, split_by="number")
+    te = DVS128Gesture(str(path), train=False, data_type="frame", frames_number=time_steps, split_by="number")
+    return DataBundle(_DVSFrames(tr, range(len(tr)), size, augment), _DVSFrames(te, range(len(te)), size, False),
+                      num_classes=11, input_shape=(2, size, size), temporal=True)
