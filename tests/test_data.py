@@ -71,3 +71,96 @@ def test_loader_order_depends_only_on_seed_and_epoch():
     first = lambda s, e: next(iter(make_loader(ds, 16, True, seed=s, epoch=e)))[1]  # noqa: E731
     assert torch.equal(first(0, 3), first(0, 3))
     assert not torch.equal(first(0, 3), first(0, 4))
+
+
+def test_cifar10_jpeg_pack_and_cutout(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from bsnn.data.transforms import Cutout
+
+    rng = np.random.default_rng(0)
+    blobs, offsets = [], [0]
+    for _ in range(6):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG", quality=75)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        offsets.append(offsets[-1] + len(blobs[-1]))
+    pack = tmp_path / "c.npz"
+    np.savez(pack, jpeg=np.concatenate(blobs), offsets=np.array(offsets), label=np.arange(6, dtype=np.uint8) % 3,
+             split=np.array([0, 0, 0, 0, 1, 1], np.uint8))
+    b = create("cifar10", root=str(pack))
+    assert len(b.train) == 4 and len(b.test) == 2
+    x, y = b.train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    assert len(create("cifar10_jpeg", root=str(pack), subset=2).train) == 2
+    holes = Cutout(16)(torch.ones(3, 32, 32))
+    assert 0 < (holes == 0).sum() <= 3 * 16 * 16 and (holes[0] == 0).sum() * 3 == (holes == 0).sum()
+
+
+def _write_nmnist_file(path, events):
+    """The original N-MNIST format: 40 bits per event (x, y, p|t[22:16], t[15:8], t[7:0])."""
+    out = bytearray()
+    for x, y, p, t in events:
+        out += bytes([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF])
+    path.write_bytes(bytes(out))
+
+
+def test_nmnist_from_generated_binary_files(tmp_path):
+    for split in ("Train", "Test"):
+        for digit in (3, 7):
+            d = tmp_path / split / str(digit)
+            d.mkdir(parents=True)
+            _write_nmnist_file(d / "a.bin", [(1, 2, 0, 10), (5, 6, 1, 20000), (digit, 9, 1, 150000),
+                                             (7, 7, 0, 290000)])
+    b = create("nmnist", root=str(tmp_path), time_steps=3)
+    x, y = b.train[[0, 1]]
+    assert x.shape == (2, 3, 2, 34, 34) and sorted(y.tolist()) == [3, 7]
+    assert x[0, 0].sum() == 2 and x[0, 1].sum() == 1            # events binned by time, frame t at step t
+    assert x[0, 0, 0, 2, 1] == 1 and x[0, 0, 1, 6, 5] == 1       # [polarity, y, x]
+    with pytest.raises(DatasetError, match="archive"):
+        create("nmnist", root=str(tmp_path / "n.tar.gz"))
+
+
+def test_speech_commands_from_generated_wavs(tmp_path):
+    import wave
+
+    for word in ("yes", "no"):
+        (tmp_path / word).mkdir()
+        for i in range(3):
+            with wave.open(str(tmp_path / word / f"{i}.wav"), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes((np.sin(np.arange(12000) * (0.05 + i / 100)) * 8000).astype("<i2").tobytes())
+    (tmp_path / "testing_list.txt").write_text("yes/0.wav\nno/0.wav\n")
+    (tmp_path / "validation_list.txt").write_text("yes/1.wav\n")
+    b = create("speech_commands", root=str(tmp_path), time_steps=4)
+    assert len(b.train) == 3 and len(b.test) == 2 and b.num_classes == 2 and b.temporal
+    x, y = b.train[0]
+    assert x.shape == (4, 1, 32, 32) and -1.0 <= x.min() and x.max() <= 1.0
+
+
+def test_imagenet_folder(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (300, 260), (10, 200, 30)).save(tmp_path / split / c / "x.JPEG")
+    b = create("imagenet", root=str(tmp_path))
+    assert b.num_classes == 2 and b.train[0][0].shape == (3, 224, 224) and b.test[0][0].shape == (3, 224, 224)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cifar10", "CIFAR-10 needs a data root"), ("cifar100", "CIFAR-100 needs a data root"),
+    ("imagenet", "ImageNet needs"), ("cifar10_dvs", "CIFAR10-DVS needs"), ("dvs128_gesture", "DVS128 Gesture needs"),
+    ("speech_commands", "Speech Commands needs"), ("nmnist", "N-MNIST needs"), ("cifar10_jpeg", "JPEG pack needs"),
+])
+def test_every_dataset_without_root_says_what_it_needs(name, message, tmp_path):
+    with pytest.raises(DatasetError, match=message):
+        create(name)
+    with pytest.raises(DatasetError) as e:
+        create(name, root=str(tmp_path / "missing"))
+    assert "\n" not in str(e.value) and "missing" in str(e.value)

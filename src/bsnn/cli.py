@@ -31,6 +31,7 @@ def cmd_train(args) -> int:
     from .recipes import load_recipe
     from .train import build_trainer
     from .train.checkpoint import atomic_write_text
+    from .train.distributed import world_size
 
     cfg = resolve(load_recipe(args.recipe), args.set)
     if args.out:
@@ -44,16 +45,18 @@ def cmd_train(args) -> int:
     if not args.resume and (out / "checkpoint.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     trainer = build_trainer(cfg, out_dir=out)       # validates data before anything is written
-    atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), out / "config.yaml")
-    print(f"run {cfg['name']} -> {out}")
-    _report_model(trainer.model)
+    say = print if trainer.main else (lambda *a, **k: None)
+    if trainer.main:
+        atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), out / "config.yaml")
+    say(f"run {cfg['name']} -> {out}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
+    _report_model(trainer.net, say)
     t0 = time.perf_counter()
     history = trainer.fit(resume=args.resume)
     train_s = sum(r["train_time_s"] for r in history[trainer.start_epoch:])
     last = history[-1]
-    print(f"done: test accuracy {100 * last['test_acc']:.2f}% after {last['epoch']} epochs; "
-          f"training time {train_s:.1f} s (wall {time.perf_counter() - t0:.1f} s incl. evaluation)")
-    _report_model(trainer.model)
+    say(f"done: test accuracy {100 * last['test_acc']:.2f}% after {last['epoch']} epochs; "
+        f"training time {train_s:.1f} s (wall {time.perf_counter() - t0:.1f} s incl. evaluation)")
+    _report_model(trainer.net, say)
     return 0
 
 
@@ -78,11 +81,11 @@ def cmd_eval(args) -> int:
     state = _load_checkpoint(args.checkpoint)
     cfg = validate(apply_overrides(state["config"], ["train.progress=false", *args.set]))
     trainer = build_trainer(cfg, out_dir=None, log=lambda *a: None)
-    trainer.model.load_state_dict(state["model"])
+    trainer.net.load_state_dict(state["model"])
     res = trainer.evaluate()
     print(f"{cfg['name']} (epoch {state['epoch']}): test accuracy {100 * res['test_acc']:.2f}%  "
           f"loss {res['test_loss']:.4f}")
-    _report_model(trainer.model)
+    _report_model(trainer.net)
     return 0
 
 

@@ -12,6 +12,7 @@ from .. import data as datasets
 from .. import models
 from ..errors import ConfigError, UserError
 from ..optim import BSO, TBSO, FlipScheduler
+from . import distributed
 from .bptt import BPTTMethod
 from .online import OnlineMethod
 from .trainer import Trainer
@@ -139,6 +140,9 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
                   bundle: datasets.DataBundle | None = None) -> Trainer:
     tr = cfg["train"]
     device = resolve_device(tr["device"])
+    ddp = distributed.init_from_env(device.type)
+    if ddp is not None and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
     if tr["threads"]:
         torch.set_num_threads(tr["threads"])
     seed_everything(tr["seed"])
@@ -151,6 +155,8 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
     if isinstance(optimizer, BSO) and cfg["schedule"]["flip"] != "constant":
         flip = FlipScheduler(optimizer, cfg["schedule"]["flip"], cfg["schedule"]["flip_every"],
                              cfg["schedule"]["flip_factor"])
+    if ddp is not None:
+        model = distributed.wrap(model, device, tr["sync_bn"])
     scaler = torch.amp.GradScaler(device.type) if tr["amp"] and device.type == "cuda" else None
     return Trainer(
         model, build_method(cfg, bundle, device), optimizer, bundle,

@@ -55,10 +55,13 @@ class OnlineMethod:
         loss_sum = torch.zeros((), device=x.device)
         out_sum = None
         for t in range(self.T):
-            with self._autocast(x):
-                out = model(frame(x, t, self.temporal))
-                loss = spike_loss(out.float(), y, self.loss_lambda) / self.T
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            # DDP: all-reduce only where the optimizer steps (every step, or the last of T)
+            skip_sync = not realtime and t < self.T - 1 and hasattr(model, "no_sync")
+            with model.no_sync() if skip_sync else nullcontext():
+                with self._autocast(x):
+                    out = model(frame(x, t, self.temporal))
+                    loss = spike_loss(out.float(), y, self.loss_lambda) / self.T
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             if realtime:
                 optimizer_step(optimizer, t, scaler)
                 optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import DataBundle, make_loader
+from . import distributed as dist
 from ..measure.firing import FiringRateMeter
 from ..measure.flips import FlipMonitor
 from . import checkpoint as ckpt
@@ -32,13 +33,16 @@ class Trainer:
                  num_workers: int = 0, save_checkpoints: bool = True, metrics: bool = True,
                  tensorboard: bool = True, limit_batches: int | None = None, log=print):
         self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
+        # the module itself (inside a DDP wrapper): evaluated, saved and measured without collectives
+        self.net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        self.main = dist.rank() == 0
         self.epochs, self.batch_size, self.test_batch_size = epochs, batch_size, test_batch_size
         self.lr_scheduler, self.flip_scheduler, self.scaler = lr_scheduler, flip_scheduler, scaler
         self.device = torch.device(device)
         self.seed, self.config, self.progress, self.num_workers = seed, config or {}, progress, num_workers
         self.out_dir = Path(out_dir) if out_dir else None
-        self.save_checkpoints = save_checkpoints and self.out_dir is not None
-        self.log = log
+        self.save_checkpoints = save_checkpoints and self.out_dir is not None and self.main
+        self.log = log if self.main else (lambda *a, **k: None)
         self.metrics, self.tensorboard = metrics, tensorboard
         self.limit_batches = limit_batches
         self._tb = None
@@ -47,14 +51,21 @@ class Trainer:
 
     # ---- one epoch -------------------------------------------------------------------------
     def _batches(self, ds, batch_size: int, shuffle: bool, epoch: int, desc: str):
-        loader = make_loader(ds, batch_size, shuffle, self.seed, epoch, self.num_workers)
+        sampler = None
+        if dist.is_distributed():
+            if shuffle:
+                sampler = torch.utils.data.DistributedSampler(ds, shuffle=True, seed=self.seed, drop_last=True)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = dist.ShardSampler(len(ds), dist.rank(), dist.world_size())
+        loader = make_loader(ds, batch_size, shuffle, self.seed, epoch, self.num_workers, sampler=sampler)
         if self.limit_batches:
             loader = itertools.islice(loader, self.limit_batches)
-        return tqdm(loader, desc=desc, leave=False, disable=None if self.progress else True,
+        return tqdm(loader, desc=desc, leave=False, disable=None if self.progress and self.main else True,
                     dynamic_ncols=True)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
+        self.net.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         n = 0
@@ -64,23 +75,29 @@ class Trainer:
             loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             n += len(y)
-        return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n}
+        totals = dist.all_reduce_(torch.stack([loss_sum, correct.to(loss_sum.dtype),
+                                               torch.tensor(float(n), device=self.device)]))
+        dist.check_identical_binary_weights(self.net)
+        return {"train_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item()}
 
     @torch.no_grad()
     def evaluate(self, firing_rates: bool = False) -> dict[str, float]:
-        self.model.eval()
+        self.net.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         n = 0
-        meter = FiringRateMeter(self.model)
+        meter = FiringRateMeter(self.net)
         with meter.record() if firing_rates else nullcontext():
             for x, y in self._batches(self.data.test, self.test_batch_size, False, 0, "eval"):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                out = self.method.predict(self.model, x)
+                out = self.method.predict(self.net, x)
                 loss_sum += F.cross_entropy(out / self.method.T, y, reduction="sum")
                 correct += (out.argmax(1) == y).sum()
                 n += len(y)
-        return {"test_loss": loss_sum.item() / n, "test_acc": correct.item() / n,
+        totals = dist.all_reduce_(torch.stack([loss_sum, correct.to(loss_sum.dtype),
+                                               torch.tensor(float(n), device=self.device)]))
+        # firing rates: this process's shard of the test set
+        return {"test_loss": totals[0].item() / totals[2].item(), "test_acc": totals[1].item() / totals[2].item(),
                 **(meter.rates() if firing_rates else {})}
 
     def _hyperparameters(self) -> dict[str, float]:
@@ -95,7 +112,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         if resume:
             self.resume()
-        flips = FlipMonitor(self.model, self.optimizer) if self.metrics else None
+        flips = FlipMonitor(self.net, self.optimizer) if self.metrics else None
         try:
             for epoch in range(self.start_epoch, self.epochs):
                 self._run_epoch(epoch, flips)
@@ -122,7 +139,7 @@ class Trainer:
         self.log(f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
                  f"train {100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
                  f"({row['train_time_s']:.1f} s)")
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.main:
             self._write_metrics()
             self._write_tensorboard(row)
         if self.save_checkpoints:
@@ -158,7 +175,7 @@ class Trainer:
         opt = lambda o: None if o is None else o.state_dict()  # noqa: E731
         return {
             "epoch": epoch,
-            "model": self.model.state_dict(),
+            "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": opt(self.lr_scheduler),
             "flip_scheduler": opt(self.flip_scheduler),
@@ -174,7 +191,7 @@ class Trainer:
         return path
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for obj, key in ((self.lr_scheduler, "lr_scheduler"), (self.flip_scheduler, "flip_scheduler"),
                          (self.scaler, "scaler")):
