@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "target": None,  # free-form: what the recipe aims to reproduce
     "data": {"name": "digits", "root": None, "batch_size": 64, "test_batch_size": 256, "num_workers": 0},
     "model": {"name": "mlp"},
-    "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0},
+    "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0, "loss": "per_step"},
     "optim": {"name": "tbso", "lr": 0.1, "threshold": 5e-7, "beta1": 0.999, "beta2": 0.99999,
               "eps": 1e-20, "momentum_reset": False, "real": "sgd", "momentum": 0.0,
               "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": False},
@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES = {
     ("method", "name"): ("online", "bptt"),
     ("method", "mode"): ("realtime", "accumulated"),
+    ("method", "loss"): ("per_step", "mean_output"),
     ("optim", "name"): ("bso", "tbso", "sgd", "adam"),
     ("optim", "real"): ("sgd", "adam"),
     ("schedule", "lr"): ("cosine", "constant", "step"),
@@ -132,18 +133,22 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
     return value
 
 
-def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: set[str], injected: set[str]):
-    params = sig.parameters
+def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: set[str], injected: set[str],
+                   extra: dict | None = None):
+    """Keys must be parameters of the factory, or (factories with ``**kwargs``) keys of ``extra``."""
+    defaults = {k: p.default for k, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        defaults.update(extra or {})
     for k, v in list(cfg.items()):
         if k in reserved or k == "name":
             continue
         if k in injected:
             raise ConfigError(f"{section}.{k} is set by bsnn from the data and method; remove it")
-        if k not in params:
-            allowed = sorted(set(params) - injected)
+        if k not in defaults:
+            allowed = sorted(set(defaults) - injected)
             raise ConfigError(f"{section}.{k}: unknown option for {section} {cfg['name']!r}; "
                               f"allowed: {', '.join(allowed) or 'none'}")
-        default = params[k].default
+        default = defaults[k]
         if default is not inspect.Parameter.empty:
             cfg[k] = _check_type(f"{section}.{k}", v, default if not isinstance(default, tuple) else list(default))
 
@@ -176,8 +181,12 @@ def validate(cfg: dict) -> dict:
         dsig = data.dataset_signature(cfg["data"]["name"])
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
+    from .models.layers import kit_fields
     _check_factory("model", cfg["model"], msig, set(), {"method", "num_classes", "in_features",
-                                                         "in_channels", "image_size"})
+                                                         "in_channels", "image_size", "time_steps"},
+                   extra=kit_fields())
+    if cfg["model"].get("agmm") is not None and not isinstance(cfg["model"]["agmm"], dict):
+        raise ConfigError("model.agmm must be a mapping of AGMM options (or null)")
     _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), {"time_steps"})
     opt = cfg["optim"]
     for k in sorted(set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}):
@@ -204,6 +213,8 @@ def _check_ranges(cfg: dict) -> None:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"{key} must be {what}")
+    if cfg["method"]["name"] == "online" and cfg["method"]["loss"] == "mean_output":
+        raise ConfigError("method.loss=mean_output needs all T outputs at once: use method.name=bptt")
     if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):
         raise ConfigError("method.name=bptt trains latent weights with optim.name=sgd or adam; "
                           "BSO/T-BSO need method.name=online")

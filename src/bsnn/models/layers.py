@@ -2,13 +2,16 @@
 
 * ``"online"``: single-step ``OnlineLIFNode``; binary layers hold ±1 (``BinaryConv2d``/``BinaryLinear``)
   and every layer that receives spikes is ``TraceRouted``.
-* ``"bptt"``: SpikingJelly's multi-step LIF; binary layers are latent-weight (``LatentBinary*``).
+* ``"bptt"``: SpikingJelly's multi-step LIF; binary layers are latent-weight (``LatentBinary*``) with the
+  chosen binarizer.
 
 ``binary=False`` gives the full-precision network of the same shape (FP-SNN / OTTT baselines).
+``agmm`` (a dict of ``bsnn.nn.AGMM`` options plus ``where``) adds AGMM to every binary layer.
+Model factories take these options as keyword arguments (``**kit``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from spikingjelly.activation_based import surrogate
 from torch import nn
@@ -19,14 +22,19 @@ from ..nn import (
     LatentBinaryConv2d,
     LatentBinaryLinear,
     OnlineLIFNode,
+    SpikingSequential,
     TraceRouted,
     multistep_lif,
 )
+from ..nn.binarize import BINARIZERS, make_binarizer
+from ..nn.modulation import AGMM
 from ..nn.neuron import TRACES
 
-__all__ = ["LayerKit", "METHODS"]
+__all__ = ["LayerKit", "METHODS", "SURROGATES", "AGMM_WHERE", "kit_fields"]
 
 METHODS = ("online", "bptt")
+SURROGATES = ("sigmoid", "triangle")
+AGMM_WHERE = ("bn_out", "conv_out")
 
 
 @dataclass
@@ -35,24 +43,41 @@ class LayerKit:
     binary: bool = True
     tau: float = 2.0
     v_threshold: float = 1.0
+    surrogate: str = "sigmoid"          # sigmoid (alpha = surrogate_alpha) or triangle (width 1/alpha)
     surrogate_alpha: float = 4.0
+    soft_reset: bool = True             # BPTT neurons only; the online neuron always resets softly
     trace: str = "ottt"
+    binarizer: str = "sign_ste"         # latent-weight layers (BPTT)
+    time_steps: int = 4                 # length of AGMM's alpha
+    agmm: dict | None = field(default=None)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.trace not in TRACES:
-            raise ValueError(f"trace must be one of {TRACES}, got {self.trace!r}")
+        for name, value, allowed in (("method", self.method, METHODS), ("trace", self.trace, TRACES),
+                                     ("surrogate", self.surrogate, SURROGATES),
+                                     ("binarizer", self.binarizer, tuple(BINARIZERS))):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.method == "online" and not self.soft_reset:
+            raise ValueError("the online neuron resets softly (soft_reset=False is for method=bptt)")
+        if self.agmm is not None:
+            where = self.agmm.get("where", "bn_out")
+            if where not in AGMM_WHERE:
+                raise ValueError(f"agmm.where must be one of {AGMM_WHERE}, got {where!r}")
+            AGMM(1, 1, **self._agmm_options())           # validates the other options early
 
     @property
     def step_mode(self) -> str:
         return "s" if self.method == "online" else "m"
 
+    def _surrogate(self):
+        if self.surrogate == "triangle":          # SpikingJelly's PiecewiseQuadratic is the triangle
+            return surrogate.PiecewiseQuadratic(alpha=self.surrogate_alpha)
+        return surrogate.Sigmoid(alpha=self.surrogate_alpha)
+
     def neuron(self) -> nn.Module:
-        sg = surrogate.Sigmoid(alpha=self.surrogate_alpha)
         if self.method == "online":
-            return OnlineLIFNode(self.tau, self.v_threshold, sg, trace=self.trace)
-        return multistep_lif(self.tau, self.v_threshold, sg)
+            return OnlineLIFNode(self.tau, self.v_threshold, self._surrogate(), trace=self.trace)
+        return multistep_lif(self.tau, self.v_threshold, self._surrogate(), soft_reset=self.soft_reset)
 
     def spike_input(self, layer: nn.Module) -> nn.Module:
         """Wrap a layer that receives spikes (trace routing in online mode)."""
@@ -65,7 +90,7 @@ class LayerKit:
         elif self.method == "online":
             layer = BinaryConv2d(cin, cout, k, stride, padding)
         else:
-            layer = LatentBinaryConv2d(cin, cout, k, stride, padding)
+            layer = LatentBinaryConv2d(cin, cout, k, stride, padding, binarizer=make_binarizer(self.binarizer))
         return self.spike_input(layer)
 
     def linear(self, fin: int, fout: int) -> nn.Module:
@@ -75,5 +100,22 @@ class LayerKit:
         elif self.method == "online":
             layer = BinaryLinear(fin, fout)
         else:
-            layer = LatentBinaryLinear(fin, fout)
+            layer = LatentBinaryLinear(fin, fout, binarizer=make_binarizer(self.binarizer))
         return self.spike_input(layer)
+
+    def _agmm_options(self) -> dict:
+        return {k: v for k, v in (self.agmm or {}).items() if k != "where"}
+
+    def norm(self, channels: int, dims: int = 2) -> nn.Module:
+        """BatchNorm after a hidden (binary) layer, with AGMM after or before it when enabled."""
+        bn = nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+        if self.agmm is None:
+            return bn
+        gate = AGMM(channels, self.time_steps, step_mode=self.step_mode, **self._agmm_options())
+        pair = (bn, gate) if self.agmm.get("where", "bn_out") == "bn_out" else (gate, bn)
+        return SpikingSequential(*pair, step_mode=self.step_mode)
+
+
+def kit_fields() -> dict:
+    """Option name -> default, for config validation of the ``**kit`` keyword arguments."""
+    return {f.name: f.default for f in fields(LayerKit) if f.name not in ("method",)}

@@ -32,7 +32,7 @@ class BiRealBlock(nn.Module):
         self.step_mode = kit.step_mode
         self.neuron = kit.neuron()
         self.conv = kit.conv(cin, cout, 3, stride, 1)
-        self.bn = nn.BatchNorm2d(cout)
+        self.bn = kit.norm(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
             self.downsample = nn.Sequential(AvgPool2d(2, stride) if stride != 1 else nn.Identity(),
@@ -79,24 +79,79 @@ class SpikingBiRealResNet(nn.Module):
         return fold(self.head, x, self.step_mode)
 
 
-def _make(blocks, num_classes, in_channels, stem, method, binary, tau, v_threshold, surrogate_alpha, trace):
-    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
-    return SpikingBiRealResNet(blocks, num_classes, in_channels, stem, kit)
-
-
 @register_model("resnet18")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, stem: str = "bso", method: str = "online",
-             binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
-             trace: str = "ottt") -> SpikingBiRealResNet:
+             **kit) -> SpikingBiRealResNet:
     """Bi-Real ResNet-18: [4, 4, 4, 4] single-conv blocks (16 binary convs + stem + FC)."""
-    return _make((4, 4, 4, 4), num_classes, in_channels, stem, method, binary, tau, v_threshold,
-                 surrogate_alpha, trace)
+    return SpikingBiRealResNet((4, 4, 4, 4), num_classes, in_channels, stem, LayerKit(method, **kit))
 
 
 @register_model("resnet34")
 def resnet34(num_classes: int = 1000, in_channels: int = 3, stem: str = "bso", method: str = "online",
-             binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
-             trace: str = "ottt") -> SpikingBiRealResNet:
+             **kit) -> SpikingBiRealResNet:
     """Bi-Real ResNet-34: [6, 8, 12, 6] single-conv blocks."""
-    return _make((6, 8, 12, 6), num_classes, in_channels, stem, method, binary, tau, v_threshold,
-                 surrogate_alpha, trace)
+    return SpikingBiRealResNet((6, 8, 12, 6), num_classes, in_channels, stem, LayerKit(method, **kit))
+
+
+class SpikingBasicBlock(nn.Module):
+    """Spiking basic block (TET / Q-SNN ResNet-19): ``LIF(BN(conv(x)))`` -> ``BN(conv(.))`` + shortcut
+    -> LIF. Both 3x3 convs and the 1x1 downsample receive spikes and are binary (Q-SNN lineage)."""
+
+    temporal = True
+
+    def __init__(self, kit: LayerKit, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.step_mode = kit.step_mode
+        self.online = kit.method == "online"
+        self.conv1, self.bn1, self.lif1 = kit.conv(cin, cout, 3, stride, 1), kit.norm(cout), kit.neuron()
+        self.conv2, self.bn2 = kit.conv(cout, cout, 3, 1, 1), kit.norm(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(kit.conv(cin, cout, 1, stride, 0), nn.BatchNorm2d(cout))
+        self.lif2 = kit.neuron()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sm = self.step_mode
+        out = self.lif1(fold(self.bn1, fold(self.conv1, x, sm), sm))
+        out = fold(self.bn2, fold(self.conv2, out, sm), sm)
+        if self.downsample is not None:
+            identity = fold(self.downsample, x, sm)
+        else:   # online training: x is [spike, trace] on the batch axis; the sum needs the spikes
+            identity = x.chunk(2)[0] if (self.online and self.training) else x
+        return self.lif2(out + identity)
+
+
+class SpikingResNet19(nn.Module):
+    """ResNet-19 for CIFAR (TET / Q-SNN lineage): 3x3 stem with 128 channels (full precision), stages of
+    [3, 3, 2] basic blocks at 128/256/512 channels, global average pool, full-precision FC."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, kit: LayerKit | None = None,
+                 blocks=(3, 3, 2), widths=(128, 256, 512)):
+        super().__init__()
+        kit = kit or LayerKit()
+        self.step_mode = kit.step_mode
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]))
+        self.stem_lif = kit.neuron()
+        layers, cin = [], widths[0]
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            for j in range(n):
+                layers.append(SpikingBasicBlock(kit, cin, w, 2 if (i > 0 and j == 0) else 1))
+                cin = w
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.fc = kit.spike_input(nn.Linear(cin, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sm = self.step_mode
+        x = self.stem_lif(fold(self.stem, x, sm))
+        x = self.layers(x)
+        return fold(self.fc, fold(self.pool, x, sm), sm)
+
+
+@register_model("resnet19")
+def resnet19(num_classes: int = 10, in_channels: int = 3, method: str = "bptt", **kit) -> SpikingResNet19:
+    """ResNet-19 (CIFAR). ``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
+    return SpikingResNet19(num_classes, in_channels, LayerKit(method, **kit))

@@ -19,16 +19,16 @@ def _init_head(fc: nn.Linear) -> None:
 
 @register_model("mlp")
 def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (256, 256),
-        method: str = "online", binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
-        surrogate_alpha: float = 4.0, trace: str = "ottt") -> SpikingSequential:
-    """Flatten -> FP Linear -> [BN -> LIF -> binary Linear]* -> BN -> LIF -> FP Linear."""
+        method: str = "online", **kit) -> SpikingSequential:
+    """Flatten -> FP Linear -> [BN -> LIF -> binary Linear]* -> BN -> LIF -> FP Linear.
+    ``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
     if len(hidden) < 1:
         raise ValueError("hidden needs at least one width")
-    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    kit = LayerKit(method, **kit)
     layers: list[nn.Module] = [nn.Flatten(1), nn.Linear(in_features, hidden[0], bias=False),
                                nn.BatchNorm1d(hidden[0]), kit.neuron()]
     for a, b in zip(hidden[:-1], hidden[1:]):
-        layers += [kit.linear(a, b), nn.BatchNorm1d(b), kit.neuron()]
+        layers += [kit.linear(a, b), kit.norm(b, dims=1), kit.neuron()]
     head = nn.Linear(hidden[-1], num_classes)
     _init_head(head)
     layers.append(kit.spike_input(head))
@@ -38,8 +38,7 @@ def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (2
 @register_model("convnet")
 def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
             channels: Sequence[int] = (32, 64, 128), head: str = "flatten", method: str = "online",
-            binary: bool = True, tau: float = 2.0, v_threshold: float = 1.0,
-            surrogate_alpha: float = 4.0, trace: str = "ottt") -> SpikingSequential:
+            **kit) -> SpikingSequential:
     """FP conv, then one binary 3x3 conv per further width; each conv is followed by BN -> LIF, and by
     AvgPool(2) on the spikes while the map is larger than 7x7 (28 -> 14 -> 7). The head is a FP Linear
     on the flattened spike map (``head="flatten"``) or on its global average (``head="gap"``)."""
@@ -47,12 +46,14 @@ def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
         raise ValueError("channels needs at least two widths (one FP conv, one binary conv)")
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
-    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+    kit = LayerKit(method, **kit)
     layers: list[nn.Module] = []
     size = image_size
     for i, (a, b) in enumerate(zip([in_channels, *channels[:-1]], channels)):
-        conv = nn.Conv2d(a, b, 3, 1, 1, bias=False) if i == 0 else kit.conv(a, b)
-        layers += [conv, nn.BatchNorm2d(b), kit.neuron()]
+        if i == 0:
+            layers += [nn.Conv2d(a, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), kit.neuron()]
+        else:
+            layers += [kit.conv(a, b), kit.norm(b), kit.neuron()]
         if size > 7:
             layers.append(AvgPool2d(2))
             size //= 2

@@ -31,18 +31,20 @@ def _init(model: nn.Module) -> None:
 
 
 @register_model("vgg11")
-def spiking_vgg11(num_classes: int = 10, in_channels: int = 3, method: str = "online", binary: bool = True,
-                  tau: float = 2.0, v_threshold: float = 1.0, surrogate_alpha: float = 4.0,
-                  trace: str = "ottt", cfg: list | None = None) -> SpikingSequential:
-    kit = LayerKit(method, binary, tau, v_threshold, surrogate_alpha, trace)
+def spiking_vgg11(num_classes: int = 10, in_channels: int = 3, method: str = "online",
+                  cfg: list | None = None, **kit) -> SpikingSequential:
+    """``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
+    kit = LayerKit(method, **kit)
     layers: list[nn.Module] = []
     cin = in_channels
     for i, v in enumerate(cfg or VGG11_CFG):
         if v == "M":
             layers.append(AvgPool2d(2))
             continue
-        conv = nn.Conv2d(cin, v, 3, 1, 1, bias=True) if i == 0 else kit.conv(cin, v)
-        layers += [conv, nn.BatchNorm2d(v), kit.neuron()]
+        if i == 0:
+            layers += [nn.Conv2d(cin, v, 3, 1, 1, bias=True), nn.BatchNorm2d(v), kit.neuron()]
+        else:
+            layers += [kit.conv(cin, v), kit.norm(v), kit.neuron()]
         cin = v
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), kit.spike_input(nn.Linear(cin, num_classes))]
     model = SpikingSequential(*layers, step_mode=kit.step_mode)

@@ -1,10 +1,26 @@
-"""Binarizers for latent-weight layers: small named objects a layer takes (as Larq's quantizers)."""
+"""Binarizers for latent-weight layers: small named objects a layer takes (as Larq's quantizers).
+
+* ``SignSTE``: sign with the clipped straight-through estimator (BSO paper §3.1, BinaryConnect).
+* ``ScaledSign``: the Q-SNN / IR-Net form: standardise each output channel's latent kernel, take the
+  sign, multiply by a per-channel power-of-two scale ``2^round(log2(mean|w_std|))`` (no gradient);
+  backward through a tanh-shaped surrogate ``k·t·(1 − tanh²(t·w_std))`` with ``k = max(1/t, 1)`` and
+  ``t`` annealed log-uniformly from ``t_start`` to ``t_end`` over training (``anneal(progress)``).
+
+Modules with an ``anneal(progress)`` method are called by the trainer at the start of every epoch with
+``progress = epoch / epochs``.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-__all__ = ["Binarizer", "SignSTE", "sign_ste"]
+__all__ = ["Binarizer", "SignSTE", "ScaledSign", "sign_ste", "BINARIZERS", "make_binarizer"]
+
+
+def _sign(w: torch.Tensor) -> torch.Tensor:
+    return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
 
 
 class _SignSTEFn(torch.autograd.Function):
@@ -12,12 +28,25 @@ class _SignSTEFn(torch.autograd.Function):
     def forward(ctx, w: torch.Tensor, clip: float):
         ctx.save_for_backward(w)
         ctx.clip = clip
-        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        return _sign(w)
 
     @staticmethod
     def backward(ctx, grad):
         (w,) = ctx.saved_tensors
         return grad * (w.abs() <= ctx.clip).to(grad.dtype), None
+
+
+class _TanhSignFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, t: float, k: float):
+        ctx.save_for_backward(w)
+        ctx.t, ctx.k = t, k
+        return _sign(w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * ctx.k * ctx.t * (1 - torch.tanh(ctx.t * w) ** 2), None, None
 
 
 def sign_ste(w: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
@@ -41,3 +70,40 @@ class SignSTE(Binarizer):
 
     def extra_repr(self) -> str:
         return f"clip={self.clip}"
+
+
+class ScaledSign(Binarizer):
+    """Q-SNN / IR-Net binarizer: per-channel standardisation, sign, power-of-two scale, tanh surrogate."""
+
+    def __init__(self, t_start: float = 0.1, t_end: float = 10.0, eps: float = 1e-8):
+        super().__init__()
+        self.t_start, self.t_end, self.eps = t_start, t_end, eps
+        self.t = t_start
+
+    def anneal(self, progress: float) -> None:
+        """progress in [0, 1]: t moves log-uniformly from t_start to t_end."""
+        p = min(max(progress, 0.0), 1.0)
+        self.t = math.exp(math.log(self.t_start) + p * (math.log(self.t_end) - math.log(self.t_start)))
+
+    @property
+    def k(self) -> float:
+        return max(1.0 / self.t, 1.0)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        flat = w.flatten(1)
+        w_std = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + self.eps)).view_as(w)
+        with torch.no_grad():
+            scale = torch.exp2(torch.round(torch.log2(w_std.abs().flatten(1).mean(1))))
+        return _TanhSignFn.apply(w_std, self.t, self.k) * scale.view(-1, *([1] * (w.dim() - 1)))
+
+    def extra_repr(self) -> str:
+        return f"t={self.t:.4g} (from {self.t_start} to {self.t_end})"
+
+
+BINARIZERS = {"sign_ste": SignSTE, "scaled_sign": ScaledSign}
+
+
+def make_binarizer(name: str) -> Binarizer:
+    if name not in BINARIZERS:
+        raise ValueError(f"binarizer must be one of {tuple(BINARIZERS)}, got {name!r}")
+    return BINARIZERS[name]()

@@ -14,9 +14,9 @@ __all__ = ["SpikingSequential", "set_step_mode", "fold"]
 
 
 def fold(m: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
-    """Apply a stateless module: as is in single-step mode; with [T, B] folded into the batch in
-    multi-step mode."""
-    if step_mode == "s":
+    """Apply a module: as is in single-step mode or when it handles time itself (neurons, containers);
+    otherwise with [T, B] folded into the batch in multi-step mode."""
+    if step_mode == "s" or _is_temporal(m):
         return m(x)
     return m(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
@@ -34,7 +34,7 @@ class SpikingSequential(nn.Sequential):
         if self.step_mode == "s":
             return super().forward(x)
         for m in self:
-            x = m(x) if _is_temporal(m) else fold(m, x, "m")
+            x = fold(m, x, "m")
         return x
 
     def extra_repr(self) -> str:

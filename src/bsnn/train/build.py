@@ -52,7 +52,10 @@ def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | No
     injected = {"method": cfg["method"]["name"], "num_classes": info.num_classes,
                 "in_features": math.prod(info.input_shape), "in_channels": c,
                 "image_size": spatial[-1] if spatial else None}
-    m.update({k: v for k, v in injected.items() if k in params and v is not None})
+    takes_kit = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    injected["time_steps"] = cfg["method"]["time_steps"]
+    m.update({k: v for k, v in injected.items() if (k in params or (takes_kit and k == "time_steps"))
+              and v is not None})
     try:
         return models.create(cfg["model"]["name"], **m)
     except (ValueError, TypeError) as e:
@@ -63,9 +66,11 @@ def build_method(cfg: dict, bundle: datasets.DataBundle, device: torch.device):
     me = cfg["method"]
     amp = torch.bfloat16 if cfg["train"]["amp"] and device.type == "cpu" else (
         torch.float16 if cfg["train"]["amp"] else None)
-    cls = OnlineMethod if me["name"] == "online" else BPTTMethod
-    return cls(me["time_steps"], mode=me["mode"], loss_lambda=me["loss_lambda"],
-               temporal=bundle.temporal, amp_dtype=amp)
+    if me["name"] == "online":
+        return OnlineMethod(me["time_steps"], mode=me["mode"], loss_lambda=me["loss_lambda"],
+                            temporal=bundle.temporal, amp_dtype=amp)
+    return BPTTMethod(me["time_steps"], loss_lambda=me["loss_lambda"], temporal=bundle.temporal,
+                      amp_dtype=amp, loss=me["loss"])
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:

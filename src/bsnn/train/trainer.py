@@ -17,6 +17,7 @@ from ..data import DataBundle, make_loader
 from . import distributed as dist
 from ..measure.firing import FiringRateMeter
 from ..measure.flips import FlipMonitor
+from ..measure.gradients import GradientMonitor
 from . import checkpoint as ckpt
 
 __all__ = ["Trainer"]
@@ -112,25 +113,33 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         if resume:
             self.resume()
-        flips = FlipMonitor(self.net, self.optimizer) if self.metrics else None
+        monitors = [FlipMonitor(self.net, self.optimizer), GradientMonitor(self.net, self.optimizer)] \
+            if self.metrics else []
         try:
             for epoch in range(self.start_epoch, self.epochs):
-                self._run_epoch(epoch, flips)
+                self._run_epoch(epoch, monitors)
         finally:
-            if flips is not None:
-                flips.remove()
+            for m in monitors:
+                m.remove()
             if self._tb is not None:
                 self._tb.close()
         return self.history
 
-    def _run_epoch(self, epoch: int, flips: FlipMonitor | None) -> None:
+    def _anneal(self, epoch: int) -> None:
+        """Modules with ``anneal(progress)`` (e.g. ScaledSign's surrogate sharpness) follow training."""
+        for m in self.net.modules():
+            if hasattr(m, "anneal"):
+                m.anneal(epoch / self.epochs)
+
+    def _run_epoch(self, epoch: int, monitors: list) -> None:
+        self._anneal(epoch)
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
         row.update(self.train_epoch(epoch))
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
         row.update(self.evaluate(firing_rates=self.metrics))
-        if flips is not None:
-            row.update(flips.epoch_end())
+        for m in monitors:
+            row.update(m.epoch_end())
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         if self.flip_scheduler is not None:
