@@ -19,7 +19,8 @@ from ..nn import AvgPool2d, BinaryParameter, fold
 from .layers import LayerKit
 from .registry import register_model
 
-__all__ = ["BiRealBlock", "SpikingBiRealResNet", "resnet18", "resnet34", "STEMS"]
+__all__ = ["BiRealBlock", "SpikingBiRealResNet", "SpikingBasicBlock", "SpikingResNet", "resnet18", "resnet34",
+           "resnet19", "spiking_resnet18", "STEMS"]
 
 STEMS = ("bso", "imagenet", "cifar")
 
@@ -121,18 +122,25 @@ class SpikingBasicBlock(nn.Module):
         return self.lif2(out + identity)
 
 
-class SpikingResNet19(nn.Module):
-    """ResNet-19 for CIFAR (TET / Q-SNN lineage): 3x3 stem with 128 channels (full precision), stages of
-    [3, 3, 2] basic blocks at 128/256/512 channels, global average pool, full-precision FC."""
+class SpikingResNet(nn.Module):
+    """Spiking ResNet of basic blocks (TET / Q-SNN lineage): full-precision stem conv + BN + LIF, stages of
+    ``SpikingBasicBlock`` (binary convs), global average pool, full-precision FC.
+    Stems: ``"cifar"`` (3x3 stride 1) or ``"imagenet"`` (7x7 stride 2 + 3x3/2 max pool)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, kit: LayerKit | None = None,
-                 blocks=(3, 3, 2), widths=(128, 256, 512)):
+    def __init__(self, blocks: Sequence[int], widths: Sequence[int], num_classes: int = 10, in_channels: int = 3,
+                 stem: str = "cifar", kit: LayerKit | None = None):
         super().__init__()
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         kit = kit or LayerKit()
         self.step_mode = kit.step_mode
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]))
+        w0 = widths[0]
+        conv = nn.Conv2d(in_channels, w0, 7, 2, 3, bias=False) if stem == "imagenet" else \
+            nn.Conv2d(in_channels, w0, 3, 1, 1, bias=False)
+        self.stem = nn.Sequential(conv, nn.BatchNorm2d(w0))
         self.stem_lif = kit.neuron()
-        layers, cin = [], widths[0]
+        self.stem_pool = nn.Identity() if stem == "cifar" else nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], w0
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
                 layers.append(SpikingBasicBlock(kit, cin, w, 2 if (i > 0 and j == 0) else 1))
@@ -146,12 +154,21 @@ class SpikingResNet19(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sm = self.step_mode
-        x = self.stem_lif(fold(self.stem, x, sm))
+        x = fold(self.stem_pool, self.stem_lif(fold(self.stem, x, sm)), sm)
         x = self.layers(x)
         return fold(self.fc, fold(self.pool, x, sm), sm)
 
 
 @register_model("resnet19")
-def resnet19(num_classes: int = 10, in_channels: int = 3, method: str = "bptt", **kit) -> SpikingResNet19:
-    """ResNet-19 (CIFAR). ``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
-    return SpikingResNet19(num_classes, in_channels, LayerKit(method, **kit))
+def resnet19(num_classes: int = 10, in_channels: int = 3, method: str = "bptt", **kit) -> SpikingResNet:
+    """ResNet-19 for CIFAR: 3x3 stem with 128 channels, [3, 3, 2] blocks at 128/256/512 channels.
+    ``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
+    return SpikingResNet((3, 3, 2), (128, 256, 512), num_classes, in_channels, "cifar", LayerKit(method, **kit))
+
+
+@register_model("spiking_resnet18")
+def spiking_resnet18(num_classes: int = 1000, in_channels: int = 3, stem: str = "imagenet", method: str = "bptt",
+                     **kit) -> SpikingResNet:
+    """Spiking ResNet-18 of two-conv basic blocks [2, 2, 2, 2] (Q-SNN's ImageNet model; AGMM's ImageNet
+    architecture is a ResNet-18 of this lineage)."""
+    return SpikingResNet((2, 2, 2, 2), (64, 128, 256, 512), num_classes, in_channels, stem, LayerKit(method, **kit))

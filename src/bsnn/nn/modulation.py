@@ -31,6 +31,18 @@ STATISTICS = ("channel_mean", "sample_mean", "step_mean", "se")
 ALPHAS = ("layer_t", "layer_t_channel")
 
 
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, m):
+        ctx.save_for_backward(m)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (m,) = ctx.saved_tensors
+        return g * m, None
+
+
 class AGMM(base.MemoryModule):
     def __init__(self, channels: int, time_steps: int, statistic: str = "channel_mean", alpha: str = "layer_t",
                  learnable: bool = True, alpha_init: float = 1.0, alpha_max: float = 1.0, detach: bool = True,
@@ -95,8 +107,7 @@ class AGMM(base.MemoryModule):
         m = self._alpha(t_index, x, batch_dims) * torch.sigmoid(e)
         if self.mode == "forward":
             return m * x
-        md = m.detach()
-        return x * md + (x - x * md).detach()          # value x, gradient m * dL/dy
+        return _ScaleGrad.apply(x, m.detach())         # value x, gradient m * dL/dy
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         t = min(int(self.t), self.alpha.shape[0] - 1)
