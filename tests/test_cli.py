@@ -105,6 +105,6 @@ def test_summary_plot_and_bench_commands(tmp_path, capsys):
     run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=1", "--set", "model.hidden=[16,16]",
          "--set", "train.progress=false", "--out", str(out)], capsys)
     code, text, _ = run(["plot", str(out)], capsys)
-    assert code == 0 and text.count("wrote") == 4
+    assert code == 0 and text.count("wrote") == 5
     code, _, err = run(["plot", str(tmp_path / "nothing.txt")], capsys)
     assert code == 2

@@ -114,7 +114,8 @@ def test_run_plots_and_benchmark_csv_plots_are_written(tmp_path):
     assert [k for k in row if k.startswith("fire/")] == ["fire/3", "fire/6"]
     assert "threshold" in row and "lr" in row and "beta1" in row
     paths = plot(tmp_path / "run")
-    assert {p.name for p in paths} == {"accuracy.png", "loss.png", "flip_rate.png", "firing_rate.png"}
+    assert {p.name for p in paths} == {"accuracy.png", "loss.png", "flip_rate.png", "gradients.png", "firing_rate.png"}
+    assert row["grad_var/4"] > 0
     for p in paths:
         assert p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG"
     csv = tmp_path / "mem.csv"

@@ -63,8 +63,21 @@ def _lines(rows, keys, title, ylabel, path, log=False, strip=""):
     return _save(fig, path)
 
 
+def _panels(rows, cols, panels, ylabel, linthresh, path):
+    """One panel per column prefix, one line per layer (symlog y)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (prefix, title) in zip(axes[0], panels):
+        for k in (c for c in cols if c.startswith(prefix)):
+            ax.plot(*_series(rows, k), marker="o", ms=3, label=k.removeprefix(prefix))
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """accuracy.png, loss.png, flip_rate.png, firing_rate.png (the last two when recorded)."""
+    """accuracy.png, loss.png, and when recorded flip_rate.png, gradients.png, firing_rate.png."""
     run_dir = Path(run_dir)
     rows = _read(run_dir / "metrics.csv")
     cols = list(rows[0])
@@ -72,18 +85,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                   run_dir / "accuracy.png"),
            _lines(rows, [c for c in ("train_loss", "test_loss") if c in cols], "loss", "loss",
                   run_dir / "loss.png")]
-    flips = [c for c in cols if c.startswith("flip_")]
-    if flips:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, prefix, title in ((axes[0], "flip_step/", "mean flip rate per step"),
-                                  (axes[1], "flip_epoch/", "net sign change per epoch")):
-            for k in (c for c in flips if c.startswith(prefix)):
-                ax.plot(*_series(rows, k), marker="o", ms=3, label=k.removeprefix(prefix))
-            ax.set(title=title, xlabel="epoch", ylabel="fraction of weights")
-            ax.set_yscale("symlog", linthresh=1e-6)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        out.append(_save(fig, run_dir / "flip_rate.png"))
+    if any(c.startswith("flip_") for c in cols):
+        out.append(_panels(rows, cols, [("flip_step/", "mean flip rate per step"),
+                                        ("flip_epoch/", "net sign change per epoch")],
+                           "fraction of weights", 1e-6, run_dir / "flip_rate.png"))
+    if any(c.startswith("grad_") for c in cols):
+        out.append(_panels(rows, cols, [("grad_mean/", "gradient mean per binary layer"),
+                                        ("grad_var/", "gradient variance per binary layer")],
+                           "", 1e-12, run_dir / "gradients.png"))
     fire = [c for c in cols if c.startswith("fire/")]
     if fire:
         out.append(_lines(rows, fire, "firing rate per spiking layer (evaluation)", "spikes / neuron / step",
