@@ -119,6 +119,9 @@ def test_nmnist_from_generated_binary_files(tmp_path):
     assert x.shape == (2, 3, 2, 34, 34) and sorted(y.tolist()) == [3, 7]
     assert x[0, 0].sum() == 2 and x[0, 1].sum() == 1            # events binned by time, frame t at step t
     assert x[0, 0, 0, 2, 1] == 1 and x[0, 0, 1, 6, 5] == 1       # [polarity, y, x]
+    _write_nmnist_file(tmp_path / "Test" / "3" / "gap.bin", [(1, 1, 1, 0), (2, 2, 1, 290000)])
+    x, y = create("nmnist", root=str(tmp_path), time_steps=3).test[1]     # Test/3/gap.bin
+    assert x.sum(dim=(1, 2, 3)).tolist() == [1, 0, 1]         # an empty time bin is fine
     with pytest.raises(DatasetError, match="archive"):
         create("nmnist", root=str(tmp_path / "n.tar.gz"))
 

@@ -1,7 +1,9 @@
 """Event-camera datasets, one frame per time step: samples are [T, C, H, W] (``temporal=True``).
 
-* N-MNIST from the original binary files (``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``), read with
-  tonic and binned into T frames of event counts (tonic's ``ToFrame``).
+* N-MNIST from the original binary files (``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``), read and
+  read by SpikingJelly's ``load_ATIS_bin`` and binned into T frames of event counts over equal time
+  spans. The binning is ours (one ``np.bincount``): SpikingJelly's ``split_by="time"`` fails on a
+  sample with an empty time bin.
 * CIFAR10-DVS and DVS128 Gesture through SpikingJelly's readers (frames split by event number). Their
   roots must already hold the downloaded or converted files: SpikingJelly would otherwise try to
   download, and bsnn never uses the network.
@@ -26,18 +28,26 @@ NMNIST_HOWTO = ("a folder with Train/<digit>/*.bin and Test/<digit>/*.bin in the
                 "(e.g. ../shared/data/nmnist_small.tar.gz extracted: data.root=.../nmnist_small)")
 
 
-def _nmnist_split(folder: Path, time_steps: int):
-    import tonic
+def _time_frames(ev: dict, time_steps: int, h: int, w: int) -> np.ndarray:
+    """Event counts [T, 2, H, W]; event i goes to frame floor((t_i - t_0) * T / (t_last - t_0 + 1))."""
+    t = ev["t"].astype(np.int64)
+    frame = (t - t[0]) * time_steps // (t[-1] - t[0] + 1)
+    x, y, p = ev["x"].astype(np.int64), ev["y"].astype(np.int64), (ev["p"] != 0).astype(np.int64)
+    if x.max() >= w or y.max() >= h:
+        raise ValueError(f"event outside the {w}x{h} sensor")
+    index = ((frame * 2 + p) * h + y) * w + x
+    return np.bincount(index, minlength=time_steps * 2 * h * w).reshape(time_steps, 2, h, w)
 
-    dtype = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])
-    to_frame = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_time_bins=time_steps)
+
+def _nmnist_split(folder: Path, time_steps: int):
+    from spikingjelly.datasets import load_ATIS_bin
+
     files = sorted(folder.glob("*/*.bin"))
     frames = np.zeros((len(files), time_steps, 2, 34, 34), np.uint8)
     labels = np.zeros(len(files), np.int64)
     for i, f in enumerate(files):
         try:
-            events = tonic.io.read_mnist_file(str(f), dtype=dtype)
-            frames[i] = np.clip(to_frame(events), 0, 255)
+            frames[i] = np.clip(_time_frames(load_ATIS_bin(f), time_steps, 34, 34), 0, 255)
         except (ValueError, IndexError) as e:
             raise DatasetError(f"N-MNIST: cannot read {f} ({e}); expected {NMNIST_HOWTO}") from None
         labels[i] = int(f.parent.name)
