@@ -1,0 +1,33 @@
+"""Every third-party module bsnn imports is a declared dependency (an undeclared one breaks fresh installs)."""
+import ast
+import importlib.metadata as md
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imported_top_level_modules() -> set[str]:
+    mods = set()
+    for f in (ROOT / "src" / "bsnn").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    return mods - set(sys.stdlib_module_names) - {"bsnn"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_package_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_norm(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    dists = md.packages_distributions()
+    missing = {m: dists.get(m, [m]) for m in _imported_top_level_modules()
+               if not any(_norm(d) in declared for d in dists.get(m, [m]))}
+    assert not missing, f"imported but not in [project].dependencies: {missing}"
