@@ -1,4 +1,5 @@
-"""Ablation on one small network: BPTT+STE, BPTT+STE+AGMM, online T-BSO, full-precision BPTT.
+"""Ablation on one small network: BPTT+STE, BPTT+STE+AGMM (Adam; and three AGMM settings under SGD),
+online T-BSO, full-precision BPTT.
 
     python benchmarks/ablation.py --mnist ../shared/data/mnist.npz --nmnist local/nmnist_small
 
@@ -31,6 +32,8 @@ METHODS = {
     # Adam divides out any gradient scale, so AGMM is also tried under Q-SNN's SGD (specs/agmm.md §1.2, §3)
     "BPTT + STE, SGD": ["method.name=bptt", *SGD],
     "BPTT + STE + AGMM, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out}"],
+    "BPTT + STE + AGMM backward, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out, mode: backward}"],
+    "BPTT + STE + AGMM step_mean, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out, statistic: step_mean}"],
 }
 DATASETS = {"mnist": "mnist_tbso", "nmnist": "nmnist_tbso"}
 TBSO_ONLY = ("optim.threshold", "optim.beta1", "optim.beta2", "schedule.flip")
