@@ -137,9 +137,10 @@ def test_bptt_gradients_match_manual_unrolled_loop():
 
 
 def test_bptt_trains_on_digits():
-    cfg = resolve(load_recipe("digits_tbso"), [
-        "train.progress=false", "method.name=bptt", "optim.name=adam", "optim.lr=0.01",
-        "train.epochs=3", "model.hidden=[128,128]"])
+    with pytest.warns(UserWarning, match="optim.beta1=0.99 has no effect with optim.name=adam"):
+        cfg = resolve(load_recipe("digits_tbso"), [
+            "train.progress=false", "method.name=bptt", "optim.name=adam", "optim.lr=0.01",
+            "train.epochs=3", "model.hidden=[128,128]"])
     trainer = build_trainer(cfg, log=lambda *a: None, bundle=DIGITS)
     trainer.fit()
     assert trainer.history[-1]["test_acc"] > 0.85
