@@ -1,6 +1,6 @@
 """Event-camera datasets, one frame per time step: samples are [T, C, H, W] (``temporal=True``).
 
-* N-MNIST from the original binary files (``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``), read and
+* N-MNIST from the original binary files (``Train/<digit>/*.bin``, ``Test/<digit>/*.bin``),
   read by SpikingJelly's ``load_ATIS_bin`` and binned into T frames of event counts over equal time
   spans. The binning is ours (one ``np.bincount``): SpikingJelly's ``split_by="time"`` fails on a
   sample with an empty time bin.
