@@ -1,4 +1,4 @@
-"""Ablation on one small network: BPTT+STE, BPTT+STE+AGMM (Adam; and three AGMM settings under SGD),
+"""Ablation on one small network: BPTT+STE, BPTT+STE+AGMM (Adam; three AGMM settings and a half-LR control under SGD),
 online T-BSO, full-precision BPTT.
 
     python benchmarks/ablation.py --mnist ../shared/data/mnist.npz --nmnist local/nmnist_small
@@ -34,6 +34,8 @@ METHODS = {
     "BPTT + STE + AGMM, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out}"],
     "BPTT + STE + AGMM backward, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out, mode: backward}"],
     "BPTT + STE + AGMM step_mean, SGD": ["method.name=bptt", *SGD, "model.agmm={where: bn_out, statistic: step_mean}"],
+    # control: is a gate below 1 just a smaller step? (SGD at half the learning rate, no AGMM)
+    "BPTT + STE, SGD lr/2": ["method.name=bptt", *SGD, "optim.lr=0.05"],
 }
 DATASETS = {"mnist": "mnist_tbso", "nmnist": "nmnist_tbso"}
 TBSO_ONLY = ("optim.threshold", "optim.beta1", "optim.beta2", "schedule.flip")
