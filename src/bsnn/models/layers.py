@@ -1,7 +1,9 @@
 """One place that decides which neuron and weight layers a model gets for a training method.
 
 * ``"online"``: single-step ``OnlineLIFNode``; binary layers hold ±1 (``BinaryConv2d``/``BinaryLinear``)
-  and every layer that receives spikes is ``TraceRouted``.
+  and every layer that receives spikes is ``TraceRouted`` (weight gradient on the presynaptic trace).
+  ``trace="none"`` drops the trace: the weight gradient uses the spikes of the same step only (SLTT's
+  spatial-only gradient, Meng et al. ICCV 2023), and layers are not wrapped.
 * ``"bptt"``: SpikingJelly's multi-step LIF; binary layers are latent-weight (``LatentBinary*``) with the
   chosen binarizer.
 
@@ -46,13 +48,13 @@ class LayerKit:
     surrogate: str = "sigmoid"          # sigmoid (alpha = surrogate_alpha) or triangle (width 1/alpha)
     surrogate_alpha: float = 4.0
     soft_reset: bool = True             # BPTT neurons only; the online neuron always resets softly
-    trace: str = "ottt"
+    trace: str = "ottt"                 # online: ottt | ndot | ndot_code | none (SLTT: no trace)
     binarizer: str = "sign_ste"         # latent-weight layers (BPTT)
     time_steps: int = 4                 # length of AGMM's alpha
     agmm: dict | None = field(default=None)
 
     def __post_init__(self):
-        for name, value, allowed in (("method", self.method, METHODS), ("trace", self.trace, TRACES),
+        for name, value, allowed in (("method", self.method, METHODS), ("trace", self.trace, (*TRACES, "none")),
                                      ("surrogate", self.surrogate, SURROGATES),
                                      ("binarizer", self.binarizer, tuple(BINARIZERS))):
             if value not in allowed:
@@ -74,34 +76,50 @@ class LayerKit:
             return surrogate.PiecewiseQuadratic(alpha=self.surrogate_alpha)
         return surrogate.Sigmoid(alpha=self.surrogate_alpha)
 
-    def neuron(self) -> nn.Module:
+    @property
+    def routes_traces(self) -> bool:
+        return self.method == "online" and self.trace != "none"
+
+    def neuron(self, v_threshold: float | None = None, emit_trace: bool = True) -> nn.Module:
+        """The method's LIF. ``emit_trace=False`` (online): spikes only, for a neuron whose output feeds
+        something other than a weight layer (attention products, sums); layers after it take
+        ``routed=False``."""
+        vth = self.v_threshold if v_threshold is None else v_threshold
         if self.method == "online":
-            return OnlineLIFNode(self.tau, self.v_threshold, self._surrogate(), trace=self.trace)
-        return multistep_lif(self.tau, self.v_threshold, self._surrogate(), soft_reset=self.soft_reset)
+            trace = "ottt" if self.trace == "none" else self.trace
+            return OnlineLIFNode(self.tau, vth, self._surrogate(), trace=trace,
+                                 emit_trace=emit_trace and self.routes_traces)
+        return multistep_lif(self.tau, vth, self._surrogate(), soft_reset=self.soft_reset)
 
-    def spike_input(self, layer: nn.Module) -> nn.Module:
-        """Wrap a layer that receives spikes (trace routing in online mode)."""
-        return TraceRouted(layer) if self.method == "online" else layer
+    def spike_input(self, layer: nn.Module, routed: bool = True) -> nn.Module:
+        """Wrap a layer that receives spikes (trace routing in online mode, unless ``routed=False``)."""
+        return TraceRouted(layer) if routed and self.routes_traces else layer
 
-    def conv(self, cin: int, cout: int, k: int = 3, stride: int = 1, padding: int = 1) -> nn.Module:
-        """A hidden (binary unless ``binary=False``) conv that receives spikes."""
-        if not self.binary:
-            layer = nn.Conv2d(cin, cout, k, stride, padding, bias=False)
+    def _binary(self, binary: bool | None) -> bool:
+        return self.binary if binary is None else binary
+
+    def conv(self, cin: int, cout: int, k: int = 3, stride: int = 1, padding: int = 1, *,
+             binary: bool | None = None, routed: bool = True, bias: bool = False) -> nn.Module:
+        """A conv that receives spikes: binary unless ``binary=False`` (default: the kit's ``binary``)."""
+        if not self._binary(binary):
+            layer = nn.Conv2d(cin, cout, k, stride, padding, bias=bias)
         elif self.method == "online":
-            layer = BinaryConv2d(cin, cout, k, stride, padding)
+            layer = BinaryConv2d(cin, cout, k, stride, padding, bias=bias)
         else:
-            layer = LatentBinaryConv2d(cin, cout, k, stride, padding, binarizer=make_binarizer(self.binarizer))
-        return self.spike_input(layer)
+            layer = LatentBinaryConv2d(cin, cout, k, stride, padding, bias=bias,
+                                       binarizer=make_binarizer(self.binarizer))
+        return self.spike_input(layer, routed)
 
-    def linear(self, fin: int, fout: int) -> nn.Module:
-        """A hidden (binary unless ``binary=False``) linear layer that receives spikes."""
-        if not self.binary:
-            layer = nn.Linear(fin, fout, bias=False)
+    def linear(self, fin: int, fout: int, *, binary: bool | None = None, routed: bool = True,
+               bias: bool = False) -> nn.Module:
+        """A linear layer that receives spikes: binary unless ``binary=False``."""
+        if not self._binary(binary):
+            layer = nn.Linear(fin, fout, bias=bias)
         elif self.method == "online":
-            layer = BinaryLinear(fin, fout)
+            layer = BinaryLinear(fin, fout, bias=bias)
         else:
-            layer = LatentBinaryLinear(fin, fout, binarizer=make_binarizer(self.binarizer))
-        return self.spike_input(layer)
+            layer = LatentBinaryLinear(fin, fout, bias=bias, binarizer=make_binarizer(self.binarizer))
+        return self.spike_input(layer, routed)
 
     def _agmm_options(self) -> dict:
         return {k: v for k, v in (self.agmm or {}).items() if k != "where"}

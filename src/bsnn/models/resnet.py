@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from spikingjelly.activation_based import base
 from torch import nn
 
 from ..nn import AvgPool2d, BinaryParameter, fold
@@ -25,8 +26,8 @@ __all__ = ["BiRealBlock", "SpikingBiRealResNet", "SpikingBasicBlock", "SpikingRe
 STEMS = ("bso", "imagenet", "cifar")
 
 
-class BiRealBlock(nn.Module):
-    temporal = True   # handles [T, B, ...] itself in multi-step mode
+class BiRealBlock(nn.Module, base.StepModule):
+    """Handles [T, B, ...] itself in multi-step mode (SpikingJelly's step-mode protocol)."""
 
     def __init__(self, kit: LayerKit, cin: int, cout: int, stride: int):
         super().__init__()
@@ -94,11 +95,9 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, stem: str = "bso", m
     return SpikingBiRealResNet((6, 8, 12, 6), num_classes, in_channels, stem, LayerKit(method, **kit))
 
 
-class SpikingBasicBlock(nn.Module):
+class SpikingBasicBlock(nn.Module, base.StepModule):
     """Spiking basic block (TET / Q-SNN ResNet-19): ``LIF(BN(conv(x)))`` -> ``BN(conv(.))`` + shortcut
     -> LIF. Both 3x3 convs and the 1x1 downsample receive spikes and are binary (Q-SNN lineage)."""
-
-    temporal = True
 
     def __init__(self, kit: LayerKit, cin: int, cout: int, stride: int):
         super().__init__()

@@ -83,7 +83,7 @@ class OnlineLIFNode(base.MemoryModule):
         h = v_old.detach() * self.decay + x
         s = self.surrogate_function(h - self.v_threshold)
         v_new = (h - self.v_threshold * s).detach()
-        if self.training:
+        if self.training and self.emit_trace:
             self._update_trace(s.detach(), v_old.detach(), v_new)
         self.v = v_new
         if self.training and self.emit_trace:
