@@ -24,12 +24,15 @@ DEFAULTS: dict[str, Any] = {
     "target": None,  # free-form: what the recipe aims to reproduce
     "data": {"name": "digits", "root": None, "batch_size": 64, "test_batch_size": 256, "num_workers": 0},
     "model": {"name": "mlp"},
-    "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0, "loss": "per_step"},
+    "method": {"name": "online", "time_steps": 4, "mode": "realtime", "loss_lambda": 0.0, "loss": "per_step",
+               "label_smoothing": 0.0},
+    "distill": {"name": "none", "alpha": 0.5, "tau": 1.0, "teacher": None, "teacher_format": "auto",
+                "teacher_arch": None},
     "optim": {"name": "tbso", "lr": 0.1, "threshold": 5e-7, "beta1": 0.999, "beta2": 0.99999,
               "eps": 1e-20, "momentum_reset": False, "real": "sgd", "momentum": 0.0,
               "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": False},
     "schedule": {"lr": "cosine", "lr_epochs": None, "lr_step": 30, "lr_gamma": 0.1,
-                 "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
+                 "warmup_epochs": 0, "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
               "out_dir": None, "threads": None, "checkpoint": True, "limit_batches": None,
               "init_from": None, "sync_bn": False},
@@ -39,7 +42,9 @@ CHOICES = {
     ("method", "name"): ("online", "bptt"),
     ("method", "mode"): ("realtime", "accumulated"),
     ("method", "loss"): ("per_step", "mean_output"),
-    ("optim", "name"): ("bso", "tbso", "sgd", "adam"),
+    ("optim", "name"): ("bso", "tbso", "sgd", "adam", "adamw"),
+    ("distill", "name"): ("none", "soft", "hard", "self"),
+    ("distill", "teacher_format"): ("auto", "bsnn", "state_dict", "torchscript"),
     ("optim", "real"): ("sgd", "adam"),
     ("schedule", "lr"): ("cosine", "constant", "step"),
     ("schedule", "flip"): ("constant", "step", "inv_sqrt"),
@@ -54,6 +59,7 @@ OPTIMIZER_KEYS = {
              "weight_decay", "betas", "fused"},
     "sgd": {"lr", "momentum", "weight_decay"},
     "adam": {"lr", "betas", "weight_decay"},
+    "adamw": {"lr", "betas", "weight_decay"},
 }
 
 
@@ -203,6 +209,11 @@ def _check_ranges(cfg: dict) -> None:
         ("data.num_workers", cfg["data"]["num_workers"] >= 0, ">= 0"),
         ("method.time_steps", cfg["method"]["time_steps"] >= 1, ">= 1"),
         ("method.loss_lambda", 0.0 <= cfg["method"]["loss_lambda"] <= 1.0, "in [0, 1]"),
+        ("method.label_smoothing", 0.0 <= cfg["method"]["label_smoothing"] < 1.0, "in [0, 1)"),
+        ("distill.alpha", 0.0 <= cfg["distill"]["alpha"] <= 1.0, "in [0, 1]"),
+        ("distill.tau", 0.0 < cfg["distill"]["tau"] < float("inf"), "> 0 and finite"),
+        ("schedule.warmup_epochs", 0 <= cfg["schedule"]["warmup_epochs"] < cfg["train"]["epochs"],
+         "in [0, train.epochs)"),
         ("optim.lr", cfg["optim"]["lr"] >= 0, ">= 0"),
         ("optim.threshold", cfg["optim"]["threshold"] >= 0, ">= 0"),
         ("optim.beta1", 0.0 <= cfg["optim"]["beta1"] < 1.0, "in [0, 1)"),
@@ -213,6 +224,13 @@ def _check_ranges(cfg: dict) -> None:
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"{key} must be {what}")
+    d = cfg["distill"]
+    for key in ("teacher", "teacher_arch"):
+        if d[key] is not None and not isinstance(d[key], str):
+            raise ConfigError(f"distill.{key} must be a string (a path or a name), got {d[key]!r}")
+    if d["name"] in ("soft", "hard") and d["alpha"] > 0 and not d["teacher"]:
+        raise ConfigError(f"distill.name={d['name']} needs a local teacher file: --set distill.teacher=PATH "
+                          "(a bsnn checkpoint, a TorchScript file, or a state dict with distill.teacher_arch)")
     if cfg["method"]["name"] == "online" and cfg["method"]["loss"] == "mean_output":
         raise ConfigError("method.loss=mean_output needs all T outputs at once: use method.name=bptt")
     if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):

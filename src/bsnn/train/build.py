@@ -14,10 +14,13 @@ from ..errors import ConfigError, UserError
 from ..optim import BSO, TBSO, FlipScheduler
 from . import distributed
 from .bptt import BPTTMethod
+from .distill import load_teacher
+from .losses import StepLoss
 from .online import OnlineMethod
 from .trainer import Trainer
 
-__all__ = ["build_data", "build_model", "build_method", "build_optimizer", "build_trainer",
+__all__ = ["build_data", "build_model", "build_method", "build_criterion", "build_teacher", "build_optimizer",
+           "build_trainer",
            "resolve_device", "seed_everything"]
 
 
@@ -62,15 +65,28 @@ def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | No
         raise ConfigError(f"model {cfg['model']['name']}: {e}") from None
 
 
-def build_method(cfg: dict, bundle: datasets.DataBundle, device: torch.device):
+def build_criterion(cfg: dict) -> StepLoss:
+    d = cfg["distill"]
+    return StepLoss(cfg["method"]["loss_lambda"], cfg["method"]["label_smoothing"], d["name"], d["alpha"], d["tau"])
+
+
+def build_teacher(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle, device: torch.device):
+    d = cfg["distill"]
+    if d["name"] not in ("soft", "hard") or d["alpha"] == 0:
+        return None
+    return load_teacher(d["teacher"], d["teacher_format"], d["teacher_arch"], info.num_classes, info.temporal,
+                        device)
+
+
+def build_method(cfg: dict, bundle: datasets.DatasetInfo | datasets.DataBundle, device: torch.device,
+                 teacher=None):
     me = cfg["method"]
     amp = torch.bfloat16 if cfg["train"]["amp"] and device.type == "cpu" else (
         torch.float16 if cfg["train"]["amp"] else None)
+    common = dict(temporal=bundle.temporal, criterion=build_criterion(cfg), teacher=teacher, amp_dtype=amp)
     if me["name"] == "online":
-        return OnlineMethod(me["time_steps"], mode=me["mode"], loss_lambda=me["loss_lambda"],
-                            temporal=bundle.temporal, amp_dtype=amp)
-    return BPTTMethod(me["time_steps"], loss_lambda=me["loss_lambda"], temporal=bundle.temporal,
-                      amp_dtype=amp, loss=me["loss"])
+        return OnlineMethod(me["time_steps"], me["mode"], **common)
+    return BPTTMethod(me["time_steps"], me["loss"], **common)
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -92,8 +108,8 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
     if o["name"] == "sgd":
         return torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"],
                                weight_decay=o["weight_decay"])
-    return torch.optim.Adam(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
-                            weight_decay=o["weight_decay"])
+    adam = torch.optim.AdamW if o["name"] == "adamw" else torch.optim.Adam
+    return adam(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
 
 
 def apply_hyperparameters(cfg: dict, optimizer: torch.optim.Optimizer) -> None:
@@ -133,12 +149,22 @@ def init_from(cfg: dict, model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 
 def build_lr_scheduler(cfg: dict, optimizer):
+    """The epoch schedule, after ``schedule.warmup_epochs`` of linear warm-up from lr/warmup to lr."""
     s, epochs = cfg["schedule"], cfg["train"]["epochs"]
+    lrs = torch.optim.lr_scheduler
+    warm = s["warmup_epochs"]
     if s["lr"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s["lr_epochs"] or epochs)
-    if s["lr"] == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, s["lr_step"], s["lr_gamma"])
-    return None
+        main = lrs.CosineAnnealingLR(optimizer, T_max=max(1, (s["lr_epochs"] or epochs) - warm))
+    elif s["lr"] == "step":
+        main = lrs.StepLR(optimizer, s["lr_step"], s["lr_gamma"])
+    else:
+        main = None
+    if not warm:
+        return main
+    warmup = lrs.LinearLR(optimizer, start_factor=1.0 / (warm + 1), total_iters=warm)
+    if main is None:
+        return warmup
+    return lrs.SequentialLR(optimizer, [warmup, main], milestones=[warm])
 
 
 def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
@@ -164,7 +190,7 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
         model = distributed.wrap(model, device, tr["sync_bn"])
     scaler = torch.amp.GradScaler(device.type) if tr["amp"] and device.type == "cuda" else None
     return Trainer(
-        model, build_method(cfg, bundle, device), optimizer, bundle,
+        model, build_method(cfg, bundle, device, build_teacher(cfg, bundle, device)), optimizer, bundle,
         epochs=tr["epochs"], batch_size=cfg["data"]["batch_size"],
         test_batch_size=cfg["data"]["test_batch_size"], lr_scheduler=build_lr_scheduler(cfg, optimizer),
         flip_scheduler=flip, scaler=scaler, device=device, seed=tr["seed"], out_dir=out_dir, config=cfg,

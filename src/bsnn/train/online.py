@@ -1,8 +1,13 @@
-"""Online training of one batch (BSO spec §3.2): T single-step forwards, loss/T each, backward each.
+"""Online training of one batch (BSO, Liang et al. ICML 2025, Algorithm 1): T single-step forwards,
+loss/T each, backward each.
 
 ``mode="realtime"``: the optimizer steps after every time step with the time-step index (BSO/T-BSO).
 ``mode="accumulated"``: gradients add up over T and the optimizer steps once (index 0).
 Only one time step's graph exists at any moment, so memory does not depend on T.
+
+Self-distillation needs the ensemble's mean output before member t is trained: it comes from a
+no-grad pre-pass over the T steps (training mode, BatchNorm statistics left untouched), which costs T
+extra forward steps per batch and no memory that grows with T.
 """
 from __future__ import annotations
 
@@ -11,44 +16,41 @@ from contextlib import nullcontext
 import torch
 from spikingjelly.activation_based import functional
 
-from ..optim import BSO
-from .losses import spike_loss
+from .losses import logits
+from .method import Method, frame, frozen_batchnorm_stats, optimizer_step
 
-__all__ = ["OnlineMethod", "frame"]
-
-
-def frame(x: torch.Tensor, t: int, temporal: bool) -> torch.Tensor:
-    """Input of time step t: the static sample (direct coding) or frame t of a [B, T, ...] sequence."""
-    return x[:, t] if temporal else x
+__all__ = ["OnlineMethod"]
 
 
-def optimizer_step(optimizer, t: int, scaler=None) -> None:
-    kwargs = {"t": t} if isinstance(optimizer, BSO) else {}
-    if scaler is not None:
-        scaler.step(optimizer, **kwargs)
-        scaler.update()
-    else:
-        optimizer.step(**kwargs)
-
-
-class OnlineMethod:
+class OnlineMethod(Method):
     name = "online"
     step_mode = "s"
 
-    def __init__(self, time_steps: int, mode: str = "realtime", loss_lambda: float = 0.0,
-                 temporal: bool = False, amp_dtype: torch.dtype | None = None):
+    def __init__(self, time_steps: int, mode: str = "realtime", *, temporal: bool = False, criterion=None,
+                 teacher=None, amp_dtype: torch.dtype | None = None, loss_lambda: float | None = None):
+        from .losses import StepLoss
+
         if mode not in ("realtime", "accumulated"):
             raise ValueError(f"mode must be 'realtime' or 'accumulated', got {mode!r}")
-        self.T, self.mode, self.loss_lambda, self.temporal = time_steps, mode, loss_lambda, temporal
-        self.amp_dtype = amp_dtype
+        if loss_lambda is not None:
+            if criterion is not None:
+                raise ValueError("give loss_lambda or criterion, not both")
+            criterion = StepLoss(loss_lambda)
+        super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype)
+        self.mode = mode
 
-    def _autocast(self, x: torch.Tensor):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(x.device.type, dtype=self.amp_dtype)
+    @torch.no_grad()
+    def _ensemble_mean(self, model, x) -> torch.Tensor:
+        with frozen_batchnorm_stats(model):
+            functional.reset_net(model)
+            total = 0
+            for t in range(self.T):
+                with self._autocast(x):
+                    total = total + logits(model(frame(x, t, self.temporal))).float()
+        return total / self.T
 
     def train_batch(self, model, x, y, optimizer, scaler=None):
-        """Returns (summed loss, summed outputs) as detached tensors."""
+        teacher = self._ensemble_mean(model, x) if self.criterion.needs_ensemble else self._teacher_logits(x)
         functional.reset_net(model)
         realtime = self.mode == "realtime"
         optimizer.zero_grad(set_to_none=True)
@@ -60,13 +62,14 @@ class OnlineMethod:
             with model.no_sync() if skip_sync else nullcontext():
                 with self._autocast(x):
                     out = model(frame(x, t, self.temporal))
-                    loss = spike_loss(out.float(), y, self.loss_lambda) / self.T
+                    loss = self.criterion(out, y, teacher) / self.T
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             if realtime:
                 optimizer_step(optimizer, t, scaler)
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
-            out_sum = out.detach().float() if out_sum is None else out_sum + out.detach().float()
+            o = logits(out).detach().float()
+            out_sum = o if out_sum is None else out_sum + o
         if not realtime:
             optimizer_step(optimizer, 0, scaler)
         return loss_sum, out_sum
@@ -77,6 +80,6 @@ class OnlineMethod:
         out_sum = None
         for t in range(self.T):
             with self._autocast(x):
-                out = model(frame(x, t, self.temporal)).float()
+                out = logits(model(frame(x, t, self.temporal))).float()
             out_sum = out if out_sum is None else out_sum + out
         return out_sum

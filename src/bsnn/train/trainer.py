@@ -137,6 +137,9 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
         row.update(self.train_epoch(epoch))
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
+        teacher = getattr(self.method, "teacher", None)
+        if teacher is not None:            # cumulative seconds spent computing the teacher's logits
+            row["teacher_time_s"] = round(teacher.seconds, 3)
         row.update(self.evaluate(firing_rates=self.metrics))
         for m in monitors:
             row.update(m.epoch_end())

@@ -1,0 +1,84 @@
+"""What every training method shares: T, the input layout, the per-step loss, a teacher, AMP, prediction.
+
+A method trains one batch (``train_batch``) and predicts one (``predict``: the sum of the T members'
+logits). ``OnlineMethod`` and ``BPTTMethod`` differ only in how the T steps are unrolled.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import nn
+
+from ..optim import BSO
+from .losses import StepLoss
+
+__all__ = ["Method", "frame", "sequence", "optimizer_step", "frozen_batchnorm_stats"]
+
+
+def frame(x: torch.Tensor, t: int, temporal: bool) -> torch.Tensor:
+    """Input of time step t: the static sample (direct coding) or frame t of a [B, T, ...] sequence."""
+    return x[:, t] if temporal else x
+
+
+def sequence(x: torch.Tensor, T: int, temporal: bool) -> torch.Tensor:
+    """[T, B, ...] input: the static sample repeated (direct coding) or the [B, T, ...] frames transposed."""
+    return x.transpose(0, 1) if temporal else x.unsqueeze(0).expand(T, *x.shape)
+
+
+def optimizer_step(optimizer, t: int, scaler=None) -> None:
+    kwargs = {"t": t} if isinstance(optimizer, BSO) else {}
+    if scaler is not None:
+        scaler.step(optimizer, **kwargs)
+        scaler.update()
+    else:
+        optimizer.step(**kwargs)
+
+
+@contextmanager
+def frozen_batchnorm_stats(model: nn.Module):
+    """Run training-mode forwards without changing any BatchNorm running statistics."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in zip(bns, saved):
+                for b, s in zip(m.buffers(recurse=False), bufs):
+                    b.copy_(s)
+
+
+class Method:
+    name = "method"
+    step_mode = "s"
+
+    def __init__(self, time_steps: int, *, temporal: bool = False, criterion: StepLoss | None = None,
+                 teacher=None, amp_dtype: torch.dtype | None = None):
+        if time_steps < 1:
+            raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        self.T, self.temporal, self.amp_dtype = time_steps, temporal, amp_dtype
+        self.criterion = criterion if criterion is not None else StepLoss()
+        if self.criterion.needs_teacher and teacher is None:
+            raise ValueError(f"distill={self.criterion.distill!r} needs a teacher")
+        self.teacher = teacher
+
+    @property
+    def loss_lambda(self) -> float:
+        return self.criterion.loss_lambda
+
+    def _autocast(self, x: torch.Tensor):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(x.device.type, dtype=self.amp_dtype)
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        return self.teacher(x) if self.criterion.needs_teacher else None
+
+    def train_batch(self, model, x, y, optimizer, scaler=None):
+        """Returns (loss, summed logits over T) as detached tensors."""
+        raise NotImplementedError
+
+    def predict(self, model, x) -> torch.Tensor:
+        """Sum over T of the members' logits, no grad."""
+        raise NotImplementedError
