@@ -21,11 +21,25 @@ def generated(cfg, n=4):
     return DataBundle(TensorPairs(x, y), TensorPairs(x, y), info.num_classes, info.input_shape, info.temporal)
 
 
+def scripted_teacher(path, cfg):
+    """A small local TorchScript teacher for recipes that distil from a user-supplied file."""
+    info = dataset_info(cfg["data"]["name"])
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(info.input_shape[0], info.num_classes))
+    torch.jit.save(torch.jit.script(net), str(path))
+    return f"distill.teacher={path}"
+
+
 @pytest.mark.parametrize("name", list_recipes())
 def test_recipe_trains_two_batches(name, tmp_path):
-    cfg = resolve(load_recipe(name), ["data.batch_size=2", "data.test_batch_size=2", "data.num_workers=0",
-                                      "train.epochs=1", "train.limit_batches=2", "train.progress=false",
-                                      "train.device=cpu"])
+    recipe = load_recipe(name)
+    extra = []
+    if recipe.get("distill", {}).get("name") in ("soft", "hard"):
+        extra = [scripted_teacher(tmp_path / "teacher.pt", resolve(recipe, ["distill.name=none"])),
+                 "distill.teacher_format=torchscript"]
+    cfg = resolve(recipe, ["data.batch_size=2", "data.test_batch_size=2", "data.num_workers=0",
+                           "train.epochs=1", "train.limit_batches=2", "train.progress=false",
+                           "train.device=cpu", "train.amp=false", *extra])
     trainer = build_trainer(cfg, out_dir=tmp_path, log=lambda *a: None, bundle=generated(cfg))
     history = trainer.fit()
     assert len(history) == 1 and history[0]["train_loss"] > 0
