@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY = ["model.widths=[16,32,64]"]
+TINY = ["model.widths=[16,32,64]", "model.stem=small"]
 VARIANTS = {
     "FP twin": ["model.binary=false", "model.shortcut=per_layer"],
     "BWSNN": ["model.shortcut=block"],
@@ -129,8 +129,9 @@ def main() -> int:
     p.add_argument("--cifar", help="CIFAR-10 JPEG pack (.npz)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--mnist-epochs", type=int, default=1)
-    p.add_argument("--nmnist-epochs", type=int, default=10)
-    p.add_argument("--cifar-batches", type=int, default=150, help="training batches (of 64) per CIFAR-10 run")
+    p.add_argument("--mnist-batches", type=int, default=100, help="training batches (of 128) per MNIST epoch")
+    p.add_argument("--nmnist-epochs", type=int, default=4)
+    p.add_argument("--cifar-batches", type=int, default=100, help="training batches (of 64) per CIFAR-10 run")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--cifar-runs", nargs="+", default=list(CIFAR), choices=list(CIFAR))
     p.add_argument("--work", help="folder for the FP twins' checkpoints (default: a temporary folder)")
@@ -143,9 +144,10 @@ def main() -> int:
         return 0
     work = args.work or tempfile.mkdtemp(prefix="sei_ablation_")
     plan = []
-    for dataset, root, epochs in (("mnist", args.mnist, args.mnist_epochs), ("nmnist", args.nmnist, args.nmnist_epochs)):
+    for dataset, root, epochs, batches in (("mnist", args.mnist, args.mnist_epochs, args.mnist_batches),
+                                           ("nmnist", args.nmnist, args.nmnist_epochs, 0)):
         if root:
-            plan += [(dataset, root, v, s, epochs, 0) for s in args.seeds for v in args.variants]
+            plan += [(dataset, root, v, s, epochs, batches) for s in args.seeds for v in args.variants]
     if args.cifar:
         plan += [("cifar10", args.cifar, v, 0, 1, args.cifar_batches) for v in args.cifar_runs]
     if not plan:

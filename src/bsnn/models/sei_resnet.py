@@ -13,7 +13,7 @@ public; this is the reconstruction documented in ``docs/methods.md``:
 * ``down`` is the identity, or where the shape changes ``AvgPool2d(2) → full-precision 1x1 conv → BN``
   (Bi-Real Net / ReActNet);
 * stem: a full-precision conv (``"cifar"``: 3x3 stride 1; ``"imagenet"``: 7x7 stride 2 + 3x3/2 max
-  pool); head: ``BN → LIF → global average pool → full-precision Linear`` (``head_kd`` adds a
+  pool; ``"small"``: 3x3 stride 2, for MNIST-sized inputs on a CPU budget); head: ``BN → LIF → global average pool → full-precision Linear`` (``head_kd`` adds a
   distillation head: training returns ``(out, out_kd)``, evaluation their mean, as in DeiT).
 """
 from __future__ import annotations
@@ -31,12 +31,14 @@ from .registry import register_model
 __all__ = ["SEIBlock", "SEIResNet", "SHORTCUTS", "sei_resnet18", "sei_resnet34", "sei_resnet_tiny"]
 
 SHORTCUTS = ("per_layer", "block", "none")
+STEMS = ("cifar", "imagenet", "small")
 
 
 def _downsample(cin: int, cout: int, stride: int) -> nn.Module:
     if stride == 1 and cin == cout:
         return nn.Identity()
-    return nn.Sequential(AvgPool2d(2, stride) if stride != 1 else nn.Identity(),
+    # ceil_mode: odd maps (N-MNIST's 34 -> 17) pool to the size of the stride-2 conv's output
+    return nn.Sequential(AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride != 1 else nn.Identity(),
                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 
 
@@ -76,8 +78,8 @@ class SEIResNet(nn.Module, base.StepModule):
                  in_channels: int = 3, stem: str = "cifar", shortcut: str = "per_layer",
                  head_kd: bool = False, kit: LayerKit | None = None):
         super().__init__()
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         if len(blocks) != len(widths) or not blocks or min(blocks) < 1 or min(widths) < 1:
             raise ValueError(f"blocks and widths need one positive entry per stage, got {blocks}, {widths}")
         kit = kit or LayerKit()
@@ -86,7 +88,7 @@ class SEIResNet(nn.Module, base.StepModule):
         if stem == "imagenet":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, w0, 7, 2, 3, bias=False), nn.MaxPool2d(3, 2, 1))
         else:
-            self.stem = nn.Conv2d(in_channels, w0, 3, 1, 1, bias=False)
+            self.stem = nn.Conv2d(in_channels, w0, 3, 2 if stem == "small" else 1, 1, bias=False)
         layers, cin = [], w0
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
