@@ -1,4 +1,4 @@
-"""The ``bsnn`` command line: ``train``, ``eval``, ``recipes``.
+"""The ``bsnn`` command line: ``train``, ``eval``, ``ensemble``, ``summary``, ``plot``, ``bench``, ``recipes``.
 
 Bad input (unknown recipe, key or value, missing dataset) prints one line and exits with status 2
 before anything is written.
@@ -6,6 +6,7 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,57 @@ def cmd_eval(args) -> int:
     print(f"{cfg['name']} (epoch {state['epoch']}): test accuracy {100 * res['test_acc']:.2f}%  "
           f"loss {res['test_loss']:.4f}")
     _report_model(trainer.net)
+    return 0
+
+
+def _writable(path: Path) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write {path}: {folder} is not a writable folder")
+
+
+def cmd_ensemble(args) -> int:
+    import json
+
+    import torch
+
+    from .config import apply_overrides, validate
+    from .data import make_loader
+    from .measure.ensemble import ensemble
+    from .train.build import build_data, build_method, build_model, resolve_device, seed_everything
+    from .train.checkpoint import atomic_write_text
+
+    if args.batches is not None and args.batches < 1:
+        raise UserError(f"--batches must be >= 1, got {args.batches}")
+    state = _load_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name("ensemble.json")
+    _writable(out)
+    cfg = validate(apply_overrides(state["config"], args.set))
+    device = resolve_device(cfg["train"]["device"])
+    if cfg["train"]["threads"]:
+        torch.set_num_threads(cfg["train"]["threads"])
+    seed_everything(cfg["train"]["seed"])
+    bundle = build_data(cfg)
+    model = build_model(cfg, bundle).to(device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{args.checkpoint} does not fit its model ({str(e).splitlines()[0]})") from None
+    loader = make_loader(bundle.test, cfg["data"]["test_batch_size"], shuffle=False,
+                         num_workers=cfg["data"]["num_workers"])
+    report = ensemble(model, loader, build_method(cfg, bundle, device), device=device, max_batches=args.batches)
+    print(f"{cfg['name']} (epoch {state.get('epoch')}), test set")
+    print(report.table())
+    try:
+        atomic_write_text(json.dumps(report.to_dict(), indent=1) + "\n", out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -206,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set data.root=PATH")
     e.set_defaults(fn=cmd_eval)
+    en = sub.add_parser("ensemble", help="a checkpoint as a self-ensemble of T binary networks (per-step "
+                                         "accuracy, agreement, membrane residue)")
+    en.add_argument("--checkpoint", required=True)
+    en.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override, e.g. --set data.root=PATH")
+    en.add_argument("--batches", type=int, metavar="N", help="measure on the first N test batches only")
+    en.add_argument("--out", help="JSON report (default: ensemble.json next to the checkpoint)")
+    en.set_defaults(fn=cmd_ensemble)
     s = sub.add_parser("summary", help="per-layer bits, sizes, firing rates and synaptic operations")
     s.add_argument("--recipe", help="summarise the recipe's model (untrained)")
     s.add_argument("--checkpoint", help="summarise a trained model (firing rates on its test data)")
@@ -217,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override (with --recipe) or model option (with --model)")
     s.set_defaults(fn=cmd_summary)
     pl = sub.add_parser("plot", help="PNG plots of a run folder or a benchmark CSV")
-    pl.add_argument("target", help="run folder (metrics.csv) or benchmark .csv")
+    pl.add_argument("target", help="run folder (metrics.csv), benchmark .csv or ensemble .json")
     pl.set_defaults(fn=cmd_plot)
     b = sub.add_parser("bench", help="benchmarks: memory vs T, throughput, optimizer step")
     b.add_argument("kind", choices=["memory", "throughput", "optimizer"])

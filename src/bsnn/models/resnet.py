@@ -46,7 +46,7 @@ class BiRealBlock(nn.Module, base.StepModule):
         return out + (x if self.downsample is None else fold(self.downsample, x, sm))
 
 
-class SpikingBiRealResNet(nn.Module):
+class SpikingBiRealResNet(nn.Module, base.StepModule):
     def __init__(self, blocks: Sequence[int], num_classes: int = 1000, in_channels: int = 3,
                  stem: str = "bso", kit: LayerKit | None = None, widths: Sequence[int] = (64, 128, 256, 512)):
         super().__init__()
@@ -121,7 +121,7 @@ class SpikingBasicBlock(nn.Module, base.StepModule):
         return self.lif2(out + identity)
 
 
-class SpikingResNet(nn.Module):
+class SpikingResNet(nn.Module, base.StepModule):
     """Spiking ResNet of basic blocks (TET / Q-SNN lineage): full-precision stem conv + BN + LIF, stages of
     ``SpikingBasicBlock`` (binary convs), global average pool, full-precision FC.
     Stems: ``"cifar"`` (3x3 stride 1) or ``"imagenet"`` (7x7 stride 2 + 3x3/2 max pool)."""
