@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
-from ..optim import BSO
+from ..optim import BSO, skip_step
 from .losses import StepLoss
 
 __all__ = ["Method", "frame", "sequence", "optimizer_step", "frozen_batchnorm_stats"]
@@ -27,11 +27,13 @@ def sequence(x: torch.Tensor, T: int, temporal: bool) -> torch.Tensor:
 
 
 def optimizer_step(optimizer, t: int, scaler=None) -> None:
+    """Step, unless a gradient is not finite: GradScaler skips those steps itself, BSO/T-BSO check
+    and count them in ``step``, and other optimizers are checked here (``bsnn.optim.skip_step``)."""
     kwargs = {"t": t} if isinstance(optimizer, BSO) else {}
     if scaler is not None:
         scaler.step(optimizer, **kwargs)
         scaler.update()
-    else:
+    elif isinstance(optimizer, BSO) or not skip_step(optimizer):
         optimizer.step(**kwargs)
 
 
@@ -59,9 +61,7 @@ class Method:
             raise ValueError(f"time_steps must be >= 1, got {time_steps}")
         self.T, self.temporal, self.amp_dtype = time_steps, temporal, amp_dtype
         self.criterion = criterion if criterion is not None else StepLoss()
-        if self.criterion.needs_teacher and teacher is None:
-            raise ValueError(f"distill={self.criterion.distill!r} needs a teacher")
-        self.teacher = teacher
+        self.teacher = teacher          # needed for training with soft/hard distillation, not for predict
 
     @property
     def loss_lambda(self) -> float:
@@ -73,7 +73,11 @@ class Method:
         return torch.autocast(x.device.type, dtype=self.amp_dtype)
 
     def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
-        return self.teacher(x) if self.criterion.needs_teacher else None
+        if not self.criterion.needs_teacher:
+            return None
+        if self.teacher is None:
+            raise ValueError(f"distill={self.criterion.distill!r} needs a teacher to train")
+        return self.teacher(x)
 
     def train_batch(self, model, x, y, optimizer, scaler=None):
         """Returns (loss, summed logits over T) as detached tensors."""
