@@ -248,3 +248,31 @@ def test_head_kd_returns_two_heads_in_training_and_their_mean_in_eval():
     loss, pred = BPTTMethod(2, criterion=StepLoss(distill="self", alpha=0.5)).train_batch(
         model.train(), x[0], torch.tensor([0, 1]), torch.optim.SGD(model.parameters(), lr=0.1))
     assert pred.shape == (2, 3) and torch.isfinite(loss)
+
+
+def test_sei_recipes_reject_bad_input_with_one_line(tmp_path, capsys):
+    from bsnn.cli import main
+
+    bad = [["--recipe", "sei_imagenet_qkformer_10_768_t2"],                                  # no teacher file
+           ["--recipe", "sei_cifar10_resnet_tiny", "--set", "model.shortcut=dense"],
+           ["--recipe", "sei_cifar10_qkformer_tiny", "--set", "model.binary_scope=attention"],
+           ["--recipe", "sei_mnist_resnet_tiny", "--set", "distill.tau=0"],
+           ["--recipe", "sei_mnist_resnet_tiny", "--set", "distill.name=hard", "--set",
+            f"distill.teacher={tmp_path / 'nowhere.pt'}"]]
+    for args in bad:
+        assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("bsnn: error:") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ensemble_of_a_distilled_run_needs_no_teacher(tmp_path):
+    from bsnn.cli import main
+
+    common = ["--set", "train.progress=false", "--set", "model.hidden=[16,16]", "--set", "train.epochs=1",
+              "--set", "train.limit_batches=2"]
+    assert main(["train", "--recipe", "digits_tbso", *common, "--out", str(tmp_path / "t")]) == 0
+    assert main(["train", "--recipe", "digits_tbso", *common, "--set", "distill.name=soft", "--set",
+                 f"distill.teacher={tmp_path / 't' / 'checkpoint.pt'}", "--out", str(tmp_path / "s")]) == 0
+    (tmp_path / "t" / "checkpoint.pt").unlink()                 # the teacher is gone
+    assert main(["ensemble", "--checkpoint", str(tmp_path / "s" / "checkpoint.pt"), "--batches", "1"]) == 0
