@@ -10,7 +10,8 @@
     * ``+ both``;
     * ``FP twin`` — the same network with full-precision weights (per-layer shortcuts), trained first
       by this script for each seed; its checkpoint is the teacher of that seed's distillation runs.
-(b) the CIFAR-10 JPEG pack, seed 0, each run a fixed budget of training batches: the tiny QKFormer
+(b) the CIFAR-10 JPEG pack, seed 0, each run a fixed budget of training batches (and evaluation on the
+    first 64 x that many test images): the tiny QKFormer
     with a binary vs a full-precision FFN, the tiny SEI ResNet with per-layer vs no shortcuts, and the
     project's conv net (32-64-128) trained online with T-BSO and with BPTT + STE.
 
@@ -73,8 +74,8 @@ def child(dataset: str, root: str, variant: str, seed: int, epochs: int, work: s
     out = Path(work) / f"{dataset}-{'fp' if variant == 'FP twin' else 'run'}-{seed}"
     over = [f"data.root={root}", f"train.seed={seed}", f"train.epochs={epochs}", "train.progress=false",
             f"train.checkpoint={'true' if variant == 'FP twin' else 'false'}", *extra]
-    if batches:
-        over.append(f"train.limit_batches={batches}")
+    if batches:     # caps training and evaluation batches alike (CIFAR-10: the first 64 x batches test images)
+        over += [f"train.limit_batches={batches}"] + (["data.test_batch_size=64"] if dataset == "cifar10" else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = resolve(load_recipe(recipe), over)
@@ -144,12 +145,13 @@ def main() -> int:
         return 0
     work = args.work or tempfile.mkdtemp(prefix="sei_ablation_")
     plan = []
-    for dataset, root, epochs, batches in (("mnist", args.mnist, args.mnist_epochs, args.mnist_batches),
-                                           ("nmnist", args.nmnist, args.nmnist_epochs, 0)):
-        if root:
-            plan += [(dataset, root, v, s, epochs, batches) for s in args.seeds for v in args.variants]
+    if args.mnist:
+        plan += [("mnist", args.mnist, v, s, args.mnist_epochs, args.mnist_batches)
+                 for s in args.seeds for v in args.variants]
     if args.cifar:
         plan += [("cifar10", args.cifar, v, 0, 1, args.cifar_batches) for v in args.cifar_runs]
+    if args.nmnist:
+        plan += [("nmnist", args.nmnist, v, s, args.nmnist_epochs, 0) for s in args.seeds for v in args.variants]
     if not plan:
         p.error("give --mnist, --nmnist and/or --cifar")
     done = {}
