@@ -113,8 +113,9 @@ def table(rows, keys):
             continue
         T = len(rs[0]["member_acc"])
         members = " / ".join(fmt([r["member_acc"][t] for r in rs], 100, 1) for t in range(min(T, 4)))
-        out.append({"dataset": rs[0]["dataset"], "variant": key[1], "test acc %": fmt([r["test_acc"] for r in rs], 100),
-                    f"member acc % (t=1..{min(T, 4)})": members,
+        out.append({"dataset": rs[0]["dataset"], "variant": key[1], "seeds": len(rs), "T": T,
+                    "test acc %": fmt([r["test_acc"] for r in rs], 100),
+                    "member acc % (t = 1, 2, ...; first 4)": members,
                     "ensemble acc %": fmt([r["ensemble_acc"] for r in rs], 100),
                     "flip rate / step (‰)": fmt([r["flip_step"] for r in rs], 1000, 3),
                     "firing rate": fmt([r["fire"] for r in rs], 1, 3),
