@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
+# Train the digits demo, then export it as a packed 1-bit file (its real size next to the summary's).
 demo: $(STAMP)
-	$(VENV)/bin/bsnn train --recipe digits_tbso
+	$(VENV)/bin/bsnn train --recipe digits_tbso --out $(DEMO_RUN)
+	$(VENV)/bin/bsnn export --checkpoint $(DEMO_RUN)/checkpoint.pt --out $(DEMO_RUN)/model.bsnn
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -24,6 +24,7 @@ def main(out_dir: str, epochs: int, resume: bool, mode: str) -> None:
         with open(f"{out_dir}/ddp_result.txt", "w") as f:
             f.write(f"identical={identical} start_epoch={trainer.start_epoch} "
                     f"epochs={len(trainer.history)} world={dist.get_world_size()}\n")
+            f.write(f"{trainer.history[-1]['test_acc']!r}\n")   # what was logged for the saved model
     dist.destroy_process_group()
 
 

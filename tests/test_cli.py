@@ -1,4 +1,5 @@
 """The command line: bad input exits 2 with one line and writes nothing; train/eval/resume work."""
+import os
 import subprocess
 import sys
 
@@ -29,13 +30,74 @@ def run(args, capsys):
     (["train", "--recipe", "digits_tbso", "--set", "data.name=mnist", "--set", "data.root=/no/such"],
      "/no/such does not exist"),
     (["eval", "--checkpoint", "/no/such.pt"], "no checkpoint"),
+    # issue 9: nonsense that used to pass silently or end in a traceback
+    *[(["train", "--recipe", "digits_tbso", "--set", kv], msg) for kv, msg in [
+        ("optim.lr=inf", "optim.lr: must be a finite number"), ("optim.momentum=nan", "finite"),
+        ("optim.weight_decay=.nan", "finite"), ("optim.threshold=inf", "finite"), ("optim.eps=nan", "finite"),
+        ("optim.lr=1e999", "finite"), ("optim.lr=" + "9" * 400, "too large for a float"),
+        ("model.tau=nan", "finite"), ("model.tau=1.0", "tau must be > 1"),
+        ("model.v_threshold=0", "v_threshold must be > 0"), ("model.surrogate_alpha=-1", "surrogate_alpha must be > 0"),
+        ("schedule.lr_gamma=0", "lr_gamma must be > 0"), ("schedule.flip_factor=-0.1", "flip_factor must be > 0"),
+        ("schedule.lr_step=0", "lr_step must be >= 1"), ("schedule.lr_epochs=-3", "lr_epochs must be >= 1"),
+        ("schedule.lr_epochs=soon", "lr_epochs: expected int"), ("train.threads=0", "threads must be >= 1"),
+        ("train.threads=-1", "threads must be >= 1"), ("train.limit_batches=0", "limit_batches must be >= 1"),
+        ("train.seed=-1", "seed must be in"), ("train.epochs=true", "train.epochs: expected int"),
+        ("optim.lr=false", "optim.lr: expected float"), ("model.hidden=[0]", "hidden widths must be >= 1"),
+        ("model.hidden=[-1, 4]", "hidden widths must be >= 1"), ("data.test_fraction=1.5", "test_fraction must be in"),
+        ("data.test_fraction=0", "test_fraction must be in"), ("optim.betas=[0.9, 0.99, 0.1]", "optim.betas must be two"),
+        ("optim.momentum=-0.5", "optim tbso: Invalid momentum"), ("optim.eps=-1e-8", "eps must be >= 0"),
+        ("optim.weight_decay=-1", "Invalid weight_decay"), ("train.max_nonfinite=-1", "max_nonfinite must be >= 0"),
+        ("target=2024-01-01", None), ("description=!!binary aGk=", "bytes values are not allowed"),
+        ("model.hidden=&a [*a]", "aliases"), ("optim.lr=" + "x" * 100000, "optim.lr: expected float"),
+    ] if msg],
+    (["train", "--recipe", "digits_tbso", "--set", "optim.name=adam", "--set", "method.name=bptt",
+      "--set", "optim.betas=[0.9]"], "optim.betas must be two"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run(args + (["--out", "r"] if args[0] == "train" else []), capsys)
     assert code == 2
-    assert message in err and err.startswith("bsnn: error:") and err.count("\n") == 1
+    assert (message or "") in err and err.startswith("bsnn: error:") and err.count("\n") == 1, err
+    assert len(err) < 500                                     # huge values are cut short
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_folder_and_option_errors_come_before_any_work(tmp_path, capsys, monkeypatch):
+    import bsnn.train.build as build
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(build, "build_data", lambda cfg: pytest.fail("data built before --out was checked"))
+    (tmp_path / "file").write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cases = [(["--out", ""], "--out must not be empty"), (["--resume"], "--resume needs --out"),
+             (["--out", "file"], "it is a file"), (["--out", "file/sub"], "not a writable folder"),
+             (["--out", "x" * 300], "longer than")]
+    if os.geteuid() != 0:                                   # root writes anywhere
+        cases.append((["--out", "locked/run"], "not a writable folder"))
+    for extra, message in cases:
+        code, _, err = run(["train", "--recipe", "digits_tbso", *extra], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1, (extra, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "locked"] and not any(locked.iterdir())
+
+
+def test_string_paths_stay_strings_and_a_whole_section_keeps_its_defaults(tmp_path):
+    from bsnn.config import DEFAULTS, resolve
+    from bsnn.recipes import load_recipe
+
+    cfg = resolve(load_recipe("digits_tbso"), ["data.root=2024", "name=2024-01-01", "train.init_from=1e3"])
+    assert cfg["data"]["root"] == "2024" and cfg["name"] == "2024-01-01" and cfg["train"]["init_from"] == "1e3"
+    cfg = resolve(load_recipe("digits_tbso"), ["data={name: digits, batch_size: 8}"])
+    assert cfg["data"] == {**DEFAULTS["data"], "batch_size": 8}
+    cfg = resolve(load_recipe("digits_tbso"), ["train={epochs: 2}"])
+    assert cfg["train"] == {**DEFAULTS["train"], "epochs": 2}
+
+
+def test_sync_bn_without_torchrun_is_a_warning_line(tmp_path, capsys):
+    code, _, err = run(["train", "--recipe", "digits_tbso", "--set", "train.sync_bn=true", "--set", "train.epochs=1",
+                        "--set", "train.progress=false", "--set", "model.hidden=[8,8]", "--set", "train.limit_batches=1",
+                        "--out", str(tmp_path / "r")], capsys)
+    assert code == 0 and err == "bsnn: warning: train.sync_bn=true has no effect in one process (it applies under torchrun)\n"
 
 
 def test_malformed_npz_and_bad_yaml(tmp_path, capsys):

@@ -167,3 +167,121 @@ def test_every_dataset_without_root_says_what_it_needs(name, message, tmp_path):
     with pytest.raises(DatasetError) as e:
         create(name, root=str(tmp_path / "missing"))
     assert "\n" not in str(e.value) and "missing" in str(e.value)
+
+
+# ---- issue 9: content errors are one line when the dataset is built; nothing deleted or downloaded ----
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.parametrize("name, module, cls", [("cifar10_dvs", "cifar10_dvs", "CIFAR10DVS"),
+                                               ("dvs128_gesture", "dvs128_gesture", "DVS128Gesture")])
+def test_dvs_loaders_delete_and_download_nothing(tmp_path, no_network, name, module, cls):
+    import importlib
+
+    resources = getattr(importlib.import_module(f"spikingjelly.datasets.{module}"), cls).resource_url_md5()
+    download = tmp_path / "download"
+    download.mkdir()
+    for file, _, _ in resources:                     # every file present, all corrupted
+        (download / file).write_bytes(b"PK\x03\x04 truncated archive")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(DatasetError, match="corrupted") as e:
+        create(name, root=str(tmp_path))
+    assert "\n" not in str(e.value) and "downloads nothing" in str(e.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["download"]
+    (tmp_path / "events_np.building").touch()        # an interrupted conversion: said, not cleaned
+    with pytest.raises(DatasetError, match="did not finish"):
+        create(name, root=str(tmp_path))
+
+
+def mnist_npz(path, **change):
+    x_tr, y_tr, x_te, y_te = fake_mnist()
+    arrays = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    arrays.update(change)
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(y_train=np.full(20, 10, np.uint8)), r"train labels must be in \[0, 10\), found 10..10"),
+    (dict(y_test=-np.ones(10, np.int64)), "test labels must be in"),
+    (dict(y_train=np.zeros((20, 2), np.uint8)), "one integer per sample"),
+    (dict(y_train=np.zeros(20, np.float32)), "one integer per sample"),
+    (dict(x_test=np.zeros((10, 20, 20), np.uint8)), r"test samples have shape \(1, 20, 20\), expected \(1, 28, 28\)"),
+    (dict(x_test=np.zeros((0, 28, 28), np.uint8), y_test=np.zeros(0, np.uint8)), "the test split is empty"),
+])
+def test_dataset_content_errors_are_one_line_at_build(tmp_path, change, message):
+    with pytest.raises(DatasetError, match=message) as e:
+        create("mnist", root=mnist_npz(tmp_path / "m.npz", **change))
+    assert "\n" not in str(e.value)
+
+
+def jpeg_pack(path, offsets_change=None, blob_change=None):
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    blobs, offsets = [], [0]
+    for _ in range(4):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+        offsets.append(offsets[-1] + len(blobs[-1]))
+    blob, offsets = np.concatenate(blobs), np.array(offsets)
+    if offsets_change:
+        offsets = offsets_change(offsets)
+    if blob_change:
+        blob = blob_change(blob)
+    np.savez(path, jpeg=blob, offsets=offsets, label=np.arange(4, dtype=np.uint8), split=np.array([0, 0, 1, 1], np.uint8))
+    return str(path)
+
+
+@pytest.mark.parametrize("offsets_change, blob_change, message", [
+    (lambda o: o[::-1].copy(), None, "inconsistent arrays"),
+    (lambda o: o + 10**9, None, "inconsistent arrays"),
+    (lambda o: o[:-1], None, "inconsistent arrays"),
+    (None, lambda b: np.zeros_like(b), "image 0 cannot be decoded"),
+])
+def test_corrupted_jpeg_pack_is_one_line(tmp_path, offsets_change, blob_change, message):
+    with pytest.raises(DatasetError, match=message) as e:
+        create("cifar10_jpeg", root=jpeg_pack(tmp_path / "c.npz", offsets_change, blob_change))
+    assert "\n" not in str(e.value)
+
+
+def test_garbage_image_and_audio_files_are_one_line(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "img" / split / "a").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "img" / split / "a" / "ok.JPEG")
+    (tmp_path / "img" / "train" / "a" / "0.JPEG").write_bytes(b"garbage")       # sorted first
+    with pytest.raises(DatasetError, match="cannot decode the image .*0.JPEG"):
+        create("imagenet", root=str(tmp_path / "img"))
+    speech = tmp_path / "speech"
+    (speech / "yes").mkdir(parents=True)
+    (speech / "yes" / "0.wav").write_bytes(b"RIFF garbage")
+    (speech / "yes" / "1.wav").write_bytes(b"RIFF garbage")
+    (speech / "testing_list.txt").write_text("yes/1.wav\n")
+    (speech / "validation_list.txt").write_text("")
+    with pytest.raises(DatasetError, match="not a readable WAV"):
+        create("speech_commands", root=str(speech))
+
+
+def test_nmnist_folder_that_is_not_a_digit_is_one_line(tmp_path):
+    for split in ("Train", "Test"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        _write_nmnist_file(tmp_path / split / "cat" / "a.bin", [(1, 2, 0, 10), (5, 6, 1, 20000)])
+    with pytest.raises(DatasetError, match="not a digit folder"):
+        create("nmnist", root=str(tmp_path), time_steps=2)

@@ -1,19 +1,23 @@
-"""The ``bsnn`` command line: ``train``, ``eval``, ``ensemble``, ``summary``, ``plot``, ``bench``, ``recipes``.
+"""The ``bsnn`` command line: ``train``, ``eval``, ``ensemble``, ``summary``, ``export``, ``infer``, ``plot``,
+``bench``, ``recipes``.
 
-Bad input (unknown recipe, key or value, missing dataset) prints one line and exits with status 2
-before anything is written.
+Bad input (unknown recipe, key or value, missing dataset, unreadable checkpoint) prints one line and
+exits with status 2 before anything is written; a run stopped on non-finite values exits with 3
+(README, "Guarantees").
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, one_line, short
 
 __all__ = ["main"]
 
@@ -27,32 +31,63 @@ def _report_model(model, log=print) -> None:
         f"({c.float32_bits / max(c.bits, 1):.1f}x smaller than float32)")
 
 
-def cmd_train(args) -> int:
-    from .config import resolve
-    from .recipes import load_recipe
-    from .train import build_trainer
-    from .train.checkpoint import atomic_write_text
-    from .train.distributed import world_size
+@contextlib.contextmanager
+def _deferred_warnings():
+    """Hold back warnings while a command checks its input: an error then stays the only line, and
+    otherwise each warning follows as one ``bsnn: warning:`` line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield
+    for w in caught:
+        print(f"bsnn: warning: {one_line(str(w.message))}", file=sys.stderr)
 
-    cfg = resolve(load_recipe(args.recipe), args.set)
+
+def _run_folder(args, cfg: dict) -> Path:
+    """The run folder, checked (a folder, or creatable in a writable one) before anything is built."""
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out must not be empty")
     if args.out:
         out = Path(args.out)
     elif cfg["train"]["out_dir"]:
         out = Path(cfg["train"]["out_dir"])
+    elif args.resume:
+        raise UserError("--resume needs --out (the folder of the run to continue)")
     else:
         out = Path("runs") / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    _writable(out, folder=True)
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise UserError(f"--resume: no checkpoint at {out / 'checkpoint.pt'}")
     if not args.resume and (out / "checkpoint.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    trainer = build_trainer(cfg, out_dir=out)       # validates data before anything is written
+    return out
+
+
+def cmd_train(args) -> int:
+    from .config import resolve
+    from .recipes import load_recipe
+    from .train import build_trainer
+    from .train import checkpoint as ckpt
+    from .train.distributed import world_size
+
+    with _deferred_warnings():
+        cfg = resolve(load_recipe(args.recipe), args.set)
+        out = _run_folder(args, cfg)
+        state = ckpt.load_run(out / "checkpoint.pt") if args.resume else None
+        trainer = build_trainer(cfg, out_dir=out)       # validates data before anything is written
+        if cfg["train"]["sync_bn"] and world_size() == 1:
+            warnings.warn("train.sync_bn=true has no effect in one process (it applies under torchrun)")
+        if state is not None:
+            trainer.resume(state)
     say = print if trainer.main else (lambda *a, **k: None)
     if trainer.main:
-        atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), out / "config.yaml")
+        try:
+            ckpt.atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), out / "config.yaml")
+        except OSError as e:
+            raise UserError(f"cannot write {out / 'config.yaml'}: {e.strerror or e}") from None
     say(f"run {cfg['name']} -> {out}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
     _report_model(trainer.net, say)
     t0 = time.perf_counter()
-    history = trainer.fit(resume=args.resume)
+    history = trainer.fit()
     train_s = sum(r["train_time_s"] for r in history[trainer.start_epoch:])
     last = history[-1]
     say(f"done: test accuracy {100 * last['test_acc']:.2f}% after {last['epoch']} epochs; "
@@ -62,27 +97,22 @@ def cmd_train(args) -> int:
 
 
 def _load_checkpoint(path_text: str) -> dict:
+    """A bsnn run checkpoint, loaded safely (``weights_only=True``); any problem is one line."""
     from .train import checkpoint as ckpt
 
-    path = Path(path_text)
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        state = ckpt.load(path)
-        state["config"], state["model"]  # noqa: B018  (both must be present)
-    except Exception as e:  # a file that is not our checkpoint
-        raise UserError(f"{path} is not a bsnn checkpoint ({type(e).__name__}: {e})") from None
-    return state
+    return ckpt.load_run(Path(path_text))
 
 
 def cmd_eval(args) -> int:
     from .config import apply_overrides, validate
     from .train import build_trainer
+    from .train.checkpoint import load_model_state
 
-    state = _load_checkpoint(args.checkpoint)
-    cfg = validate(apply_overrides(state["config"], ["train.progress=false", *args.set]))
-    trainer = build_trainer(cfg, out_dir=None, log=lambda *a: None)
-    trainer.net.load_state_dict(state["model"])
+    with _deferred_warnings():
+        state = _load_checkpoint(args.checkpoint)
+        cfg = validate(apply_overrides(state["config"], ["train.progress=false", *args.set]))
+        trainer = build_trainer(cfg, out_dir=None, log=lambda *a: None)
+        load_model_state(trainer.net, state["model"], args.checkpoint)
     res = trainer.evaluate()
     print(f"{cfg['name']} (epoch {state['epoch']}): test accuracy {100 * res['test_acc']:.2f}%  "
           f"loss {res['test_loss']:.4f}")
@@ -90,15 +120,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _writable(path: Path) -> None:
-    """Refuse an output path that cannot be written, before any work is done."""
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: it is a folder")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write {path}: {folder} is not a writable folder")
+def _writable(path: Path, folder: bool = False) -> None:
+    """Refuse an output file (or ``folder``) that cannot be written, before any work is done."""
+    path = Path(os.path.abspath(path))
+    existing = path
+    while not _exists(existing):
+        existing = existing.parent
+    if existing == path and path.is_dir() != folder:
+        raise UserError(f"cannot write {path}: it is {'a file' if folder else 'a folder'}")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: {existing} is not a writable folder")
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    if any(len(os.fsencode(part)) > limit for part in path.relative_to(existing).parts):
+        raise UserError(f"cannot write {short(str(path), 120)}: a name in it is longer than {limit} bytes")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:              # e.g. a name too long to look up
+        return False
 
 
 def cmd_ensemble(args) -> int:
@@ -110,7 +151,7 @@ def cmd_ensemble(args) -> int:
     from .data import make_loader
     from .measure.ensemble import ensemble
     from .train.build import build_data, build_method, build_model, resolve_device, seed_everything
-    from .train.checkpoint import atomic_write_text
+    from .train.checkpoint import atomic_write_text, load_model_state
 
     if args.batches is not None and args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
@@ -124,10 +165,7 @@ def cmd_ensemble(args) -> int:
     seed_everything(cfg["train"]["seed"])
     bundle = build_data(cfg)
     model = build_model(cfg, bundle).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{args.checkpoint} does not fit its model ({str(e).splitlines()[0]})") from None
+    load_model_state(model, state["model"], args.checkpoint)
     loader = make_loader(bundle.test, cfg["data"]["test_batch_size"], shuffle=False,
                          num_workers=cfg["data"]["num_workers"])
     report = ensemble(model, loader, build_method(cfg, bundle, device), device=device, max_batches=args.batches)
@@ -142,6 +180,8 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    if args.file:                              # a packed file: read without torch
+        return _summary_of_file(args.file)
     from . import models
     from .config import apply_overrides, resolve, validate
     from .measure.summary import summary
@@ -160,7 +200,8 @@ def cmd_summary(args) -> int:
             cfg = resolve(load_recipe(args.recipe), args.set)
         model = build_model(cfg)
         if args.checkpoint:
-            model.load_state_dict(state["model"])
+            from .train.checkpoint import load_model_state
+            load_model_state(model, state["model"], args.checkpoint)
         info = dataset_info(cfg["data"]["name"])
         shape, temporal = info.input_shape, info.temporal
         T = args.time_steps or cfg["method"]["time_steps"]
@@ -198,6 +239,109 @@ def cmd_summary(args) -> int:
         T = args.time_steps or 1
     print(summary(model, shape, T, x=x, batch_size=args.batch_size, temporal=temporal).table())
     print(f"firing rates and operations measured on {note}")
+    return 0
+
+
+def _summary_of_file(path: str) -> int:
+    from .runtime import FormatError
+    from .runtime.report import file_report
+
+    try:
+        report = file_report(path)
+    except FormatError as e:
+        raise UserError(str(e)) from None
+    print(report.table())
+    return 0
+
+
+EXPORT_FORMATS = ("packed", "nir", "onnx")
+
+
+def cmd_export(args) -> int:
+    from .config import apply_overrides, validate
+    from .data import dataset_info
+    from .export import UnsupportedModel
+    from .train import build_model
+    from .train.checkpoint import load_model_state
+
+    out = Path(args.out)
+    _writable(out)
+    class_names = None
+    if args.class_names is not None:
+        class_names = [c.strip() for c in args.class_names.split(",")]
+    with _deferred_warnings():
+        state = _load_checkpoint(args.checkpoint)
+        cfg = validate(apply_overrides(state["config"], args.set))
+        model = build_model(cfg)
+        load_model_state(model, state["model"], args.checkpoint)
+    model.eval()
+    info = dataset_info(cfg["data"]["name"])
+    if class_names is not None and len(class_names) != info.num_classes:
+        raise UserError(f"--class-names gives {len(class_names)} names; the model has {info.num_classes} classes")
+    T = cfg["method"]["time_steps"]
+    source = {"recipe": cfg["name"], "model": cfg["model"]["name"], "method": cfg["method"]["name"],
+              "dataset": cfg["data"]["name"], "epoch": state.get("epoch")}
+    try:
+        if args.format == "packed":
+            from .export import save_packed
+            res = save_packed(model, out, T, info.input_shape, class_names, args.real_dtype, info.temporal, source)
+        elif args.format == "nir":
+            from .export.nir import export_nir
+            res = export_nir(model, out, info.input_shape, T, args.allow_reset_mismatch)
+        else:
+            from .export.onnx import export_onnx_step
+            res = export_onnx_step(model, out, info.input_shape, T)
+    except (UnsupportedModel, ImportError) as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    ckpt_bytes = Path(args.checkpoint).stat().st_size
+    print(f"wrote {out} ({args.format}, T={T}): {res['bytes']:,} bytes; checkpoint {ckpt_bytes:,} bytes")
+    if args.format == "packed":
+        summary_bytes = res["summary_bits"] / 8
+        print(f"file {res['bytes']:,} bytes vs summary {summary_bytes:,.0f} bytes (binary at 1 bit, real at 32 bit): "
+              f"file/summary {res['bytes'] / summary_bytes:.4f}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    import numpy as np
+
+    from .runtime import FormatError, kernel, load
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        model = load(args.model, args.path)
+    except FormatError as e:
+        raise UserError(str(e)) from None
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"cannot read {args.input} as a .npy array ({type(e).__name__}: {e})") from None
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{args.input} is not a .npy array (an .npz archive?)")
+    try:
+        x = model.check_input(x)
+    except ValueError as e:
+        raise UserError(f"{args.input}: {e}") from None
+    if len(x) == 0:
+        raise UserError(f"{args.input} holds no samples")
+    t0 = time.perf_counter()
+    try:
+        logits = np.concatenate([model.run(x[i:i + args.batch_size]) for i in range(0, len(x), args.batch_size)])
+    except ValueError as e:       # a file whose layers do not fit together (shapes), though each is well-formed
+        raise UserError(f"{args.model} is not a runnable bsnn model ({e})") from None
+    elapsed = time.perf_counter() - t0
+    names = model.class_names or []
+    for i, row in enumerate(logits):
+        k = int(row.argmax())
+        line = f"{i}\t{k}" + (f"\t{names[k]}" if k < len(names) else "")
+        if args.logits:
+            line += "\t" + " ".join(f"{v:.6g}" for v in row)
+        print(line)
+    how = f"{args.path} path" + (f", {kernel()} kernel" if args.path == "packed" else "")
+    print(f"{len(x)} samples, T={model.time_steps}, {how}: {elapsed:.3f} s", file=sys.stderr)
     return 0
 
 
@@ -275,7 +419,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=64, help="samples for firing rates and operations")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override (with --recipe) or model option (with --model)")
+    s.add_argument("--file", help="or: a packed .bsnn file (its layers, real size and the summary's size)")
     s.set_defaults(fn=cmd_summary)
+    ex = sub.add_parser("export", help="write a checkpoint's model as a packed 1-bit file, NIR or an ONNX step")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--out", required=True, help="output file (e.g. model.bsnn, model.nir, model.onnx)")
+    ex.add_argument("--format", choices=EXPORT_FORMATS, default="packed",
+                    help="packed: 1-bit safetensors for bsnn.runtime (default); nir; onnx: one time step")
+    ex.add_argument("--real-dtype", choices=["float32", "float16"], default="float32",
+                    help="storage of real tensors in the packed file")
+    ex.add_argument("--class-names", metavar="A,B,...", help="class names stored in the packed file")
+    ex.add_argument("--allow-reset-mismatch", action="store_true",
+                    help="nir: write soft-reset neurons as NIR's hard-reset LIF (their dynamics then differ)")
+    ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    ex.set_defaults(fn=cmd_export)
+    inf = sub.add_parser("infer", help="predict with a packed .bsnn file (torch-free runtime)")
+    inf.add_argument("model", help="a .bsnn file written by `bsnn export`")
+    inf.add_argument("input", help=".npy array [N, *input_shape] (or [N, T, *input_shape] for temporal data), "
+                                   "preprocessed as the model's training data")
+    inf.add_argument("--path", choices=["packed", "reference"], default="packed",
+                     help="packed: popcount on 1-bit weights; reference: unpacked float matmul")
+    inf.add_argument("--batch-size", type=int, default=256)
+    inf.add_argument("--logits", action="store_true", help="also print the logits summed over T")
+    inf.set_defaults(fn=cmd_infer)
     pl = sub.add_parser("plot", help="PNG plots of a run folder or a benchmark CSV")
     pl.add_argument("target", help="run folder (metrics.csv), benchmark .csv or ensemble .json")
     pl.set_defaults(fn=cmd_plot)
@@ -295,13 +461,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _message(e: UserError) -> str:
+    """The error's own message, also when a DataLoader worker re-raised it wrapped in a traceback."""
+    text = str(e)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except UserError as e:
-        print(f"bsnn: error: {e}", file=sys.stderr)
-        return 2
+        print(f"bsnn: error: {one_line(_message(e))}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("bsnn: interrupted", file=sys.stderr)
         return 130

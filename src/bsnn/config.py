@@ -1,22 +1,28 @@
 """Run configuration: YAML recipe + ``--set key=value`` overrides, validated before anything runs.
 
 A config is a plain nested dict (what is saved in checkpoints). ``DEFAULTS`` lists every key of the
-fixed sections with its default, whose type is the expected type (``None``: any scalar or list).
-``model`` and ``data`` take ``name`` plus the keyword arguments of the registered factory, checked
-against its signature. Any unknown key or bad value raises ``ConfigError`` (exit 2 in the CLI).
+fixed sections with its default, whose type is the expected type; a ``None`` default takes the type
+in ``OPTIONAL`` (or anything, for free-form keys). Numbers must be finite, booleans are not numbers,
+and ``_check_ranges`` bounds the keys that nothing else checks (options of models, datasets and optimizers
+are checked by their constructors; ``bsnn.train.build`` turns what those reject into
+``ConfigError``). ``model`` and ``data`` take ``name`` plus the keyword arguments of the registered
+factory, checked against its signature. Any unknown key or bad value raises ``ConfigError`` (exit 2
+in the CLI) with a one-line message.
 """
 from __future__ import annotations
 
 import copy
 import inspect
+import math
 import warnings
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short
 
-__all__ = ["DEFAULTS", "resolve", "apply_overrides", "validate", "parse_value", "OPTIMIZER_KEYS"]
+__all__ = ["DEFAULTS", "OPTIONAL", "resolve", "apply_overrides", "validate", "parse_value", "yaml_load",
+           "OPTIMIZER_KEYS"]
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -35,8 +41,14 @@ DEFAULTS: dict[str, Any] = {
                  "warmup_epochs": 0, "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
               "out_dir": None, "threads": None, "checkpoint": True, "limit_batches": None,
-              "init_from": None, "sync_bn": False},
+              "init_from": None, "sync_bn": False, "max_nonfinite": 0},
 }
+
+# Types of keys whose default is None (the value may then be None or of this type).
+OPTIONAL = {("data", "root"): str, ("distill", "teacher"): str, ("distill", "teacher_arch"): str,
+            ("schedule", "lr_epochs"): int, ("train", "out_dir"): str, ("train", "threads"): int,
+            ("train", "limit_batches"): int, ("train", "init_from"): str}
+
 
 CHOICES = {
     ("method", "name"): ("online", "bptt"),
@@ -63,13 +75,62 @@ OPTIMIZER_KEYS = {
 }
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps (``2024-01-01`` stays a string: a name or a path) and without
+    aliases (``*a`` can build self-referencing values)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+_Loader.yaml_implicit_resolvers = {
+    c: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:timestamp"]
+    for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML into plain values (what recipes and ``--set`` values are read with)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader)
+
+
 def parse_value(text: str) -> Any:
     """Parse an override value as YAML (``1e-6`` becomes a float, ``[1,2]`` a list)."""
     try:
-        v = yaml.safe_load(text)
+        v = yaml_load(text)
+    except RecursionError:
+        raise ConfigError(f"value {short(text)} is nested too deeply") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value {text!r}: {e.problem}") from None
+        raise ConfigError(f"cannot parse value {short(text)}: {getattr(e, 'problem', None) or 'bad YAML'}") from None
     return _maybe_number(v)
+
+
+PLAIN = (type(None), bool, int, float, str)
+MAX_DEPTH = 8
+
+
+def _name(key: Any) -> str:
+    """A key as it reads in a message (cut short)."""
+    return short(key)[1:-1] if isinstance(key, str) and len(key) < 60 else short(key)
+
+
+def _check_plain(where: str, value: Any, depth: int = 0) -> None:
+    """Only YAML's plain types (no dates, bytes or sets), nested at most ``MAX_DEPTH`` deep: configs
+    are saved in checkpoints, which load with ``weights_only=True``."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{_name(where)}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, PLAIN):
+                raise ConfigError(f"{_name(where)}: key {short(k)} is not a plain name")
+            _check_plain(f"{where}.{k}" if where else str(k), v, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(f"{where}[{i}]", v, depth + 1)
+    elif not isinstance(value, PLAIN):
+        raise ConfigError(f"{_name(where)}: {type(value).__name__} values are not allowed, got {short(value)}")
 
 
 def _maybe_number(v: Any) -> Any:
@@ -91,21 +152,36 @@ def deep_merge(base: dict, over: dict, path: str = "") -> dict:
     return out
 
 
+def _expects_str(parts: list[str]) -> bool:
+    """Keys whose values are strings, so that ``data.root=2024`` stays the path "2024"."""
+    if len(parts) != 2:
+        return len(parts) == 1 and isinstance(DEFAULTS.get(parts[0]), str)
+    default = DEFAULTS.get(parts[0], {}).get(parts[1]) if isinstance(DEFAULTS.get(parts[0]), dict) else None
+    return isinstance(default, str) or OPTIONAL.get(tuple(parts)) is str
+
+
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """``key=value`` items; a whole section (``data={name: mnist}``) replaces the section on top of
+    its defaults."""
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {short(item)}")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"--set: bad key {key!r}")
+            raise ConfigError(f"--set: bad key {short(key)}")
         node = cfg
         for p in parts[:-1]:
             if p not in node or not isinstance(node[p], dict):
-                raise ConfigError(f"--set: unknown section {'.'.join(parts[:-1])!r} in {key!r}")
+                raise ConfigError(f"--set: unknown section {short('.'.join(parts[:-1]))} in {short(key)}")
             node = node[p]
-        node[parts[-1]] = parse_value(text)
+        value = parse_value(text)
+        if _expects_str(parts) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = text.strip()
+        if len(parts) == 1 and isinstance(DEFAULTS.get(parts[0]), dict) and isinstance(value, dict):
+            value = deep_merge(DEFAULTS[parts[0]], value)
+        node[parts[-1]] = value
     return cfg
 
 
@@ -120,23 +196,39 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, bool)
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -2**62 < value < 2**62:
+            raise ConfigError(f"{where}: {short(value)} is out of range")
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        try:
+            value = float(value) if ok else value
+        except OverflowError:
+            raise ConfigError(f"{where}: {short(value)} is too large for a float") from None
+        if ok and not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value}")
     elif isinstance(default, (list, tuple)):
         ok = isinstance(value, (list, tuple))
         if ok and default:
             value = [_check_type(f"{where}[{i}]", v, default[0]) for i, v in enumerate(value)]
         value = list(value) if ok else value
     elif isinstance(default, str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)                    # a YAML number where a name or path is meant
         ok = isinstance(value, str)
     elif isinstance(default, dict):
         ok = isinstance(value, dict)
     else:
         ok = True
     if not ok:
-        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {short(value)}")
     return value
+
+
+def _check_optional(where: str, value: Any, kind: type) -> Any:
+    """A key whose default is None: None, or a value of type ``kind``."""
+    if value is None:
+        return None
+    return _check_type(where, value, kind())
 
 
 def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: set[str], injected: set[str],
@@ -152,7 +244,7 @@ def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: se
             raise ConfigError(f"{section}.{k} is set by bsnn from the data and method; remove it")
         if k not in defaults:
             allowed = sorted(set(defaults) - injected)
-            raise ConfigError(f"{section}.{k}: unknown option for {section} {cfg['name']!r}; "
+            raise ConfigError(f"{section}.{_name(k)}: unknown option for {section} {cfg['name']!r}; "
                               f"allowed: {', '.join(allowed) or 'none'}")
         default = defaults[k]
         if default is not inspect.Parameter.empty:
@@ -163,10 +255,13 @@ def validate(cfg: dict) -> dict:
     """Check every key and value; return the config with values coerced to their types."""
     from . import data, models
 
+    if not isinstance(cfg, dict):
+        raise ConfigError("a config must be a mapping")
+    _check_plain("", cfg)
     cfg = copy.deepcopy(cfg)
     for k in cfg:
         if k not in DEFAULTS:
-            raise ConfigError(f"unknown top-level key {k!r}; allowed: {', '.join(DEFAULTS)}")
+            raise ConfigError(f"unknown top-level key {_name(k)!r}; allowed: {', '.join(DEFAULTS)}")
     for section, defaults in DEFAULTS.items():
         if not isinstance(defaults, dict):
             if section in cfg:
@@ -176,17 +271,25 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"section {section!r} must be a mapping")
         sec = cfg[section]
         for k, v in sec.items():
-            if k in defaults:
+            if (section, k) in OPTIONAL:
+                sec[k] = _check_optional(f"{section}.{k}", v, OPTIONAL[(section, k)])
+            elif k in defaults:
                 sec[k] = _check_type(f"{section}.{k}", v, defaults[k])
             elif section not in ("model", "data"):
-                raise ConfigError(f"{section}.{k}: unknown key; allowed: {', '.join(defaults)}")
+                raise ConfigError(f"{section}.{_name(k)}: unknown key; allowed: {', '.join(defaults)}")
             if (section, k) in CHOICES and sec[k] not in CHOICES[(section, k)]:
-                raise ConfigError(f"{section}.{k}: {sec[k]!r} is not one of {', '.join(CHOICES[(section, k)])}")
+                raise ConfigError(f"{section}.{k}: {short(sec[k])} is not one of "
+                                  f"{', '.join(CHOICES[(section, k)])}")
+        for k in set(defaults) - set(sec):             # a section given without some keys
+            sec[k] = copy.deepcopy(defaults[k])
     try:
         msig = models.model_signature(cfg["model"]["name"])
         dsig = data.dataset_signature(cfg["data"]["name"])
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
+    except TypeError:                                   # an unhashable name
+        raise ConfigError(f"model.name and data.name must be names, got {short(cfg['model']['name'])} "
+                          f"and {short(cfg['data']['name'])}") from None
     from .models.layers import kit_fields
     _check_factory("model", cfg["model"], msig, set(), {"method", "num_classes", "in_features",
                                                          "in_channels", "image_size", "time_steps"},
@@ -194,12 +297,16 @@ def validate(cfg: dict) -> dict:
     if cfg["model"].get("agmm") is not None and not isinstance(cfg["model"]["agmm"], dict):
         raise ConfigError("model.agmm must be a mapping of AGMM options (or null)")
     _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), {"time_steps"})
+    _check_ranges(cfg)
     opt = cfg["optim"]
     for k in sorted(set(DEFAULTS["optim"]) - OPTIMIZER_KEYS[opt["name"]] - {"name"}):
         if opt[k] != DEFAULTS["optim"][k]:
-            warnings.warn(f"optim.{k}={opt[k]} has no effect with optim.name={opt['name']}", stacklevel=2)
-    _check_ranges(cfg)
+            warnings.warn(f"optim.{k}={short(opt[k])} has no effect with optim.name={opt['name']}", stacklevel=2)
     return cfg
+
+
+def _none_or_positive(value: int | None) -> bool:
+    return value is None or value >= 1
 
 
 def _check_ranges(cfg: dict) -> None:
@@ -219,14 +326,20 @@ def _check_ranges(cfg: dict) -> None:
         ("optim.beta2", 0.0 <= cfg["optim"]["beta2"] < 1.0, "in [0, 1)"),
         ("train.epochs", cfg["train"]["epochs"] >= 1, ">= 1"),
         ("schedule.flip_every", cfg["schedule"]["flip_every"] >= 1, ">= 1"),
+        ("schedule.lr_step", cfg["schedule"]["lr_step"] >= 1, ">= 1"),
+        ("schedule.lr_epochs", _none_or_positive(cfg["schedule"]["lr_epochs"]), ">= 1 (or null: train.epochs)"),
+        ("schedule.lr_gamma", cfg["schedule"]["lr_gamma"] > 0, "> 0"),
+        ("schedule.flip_factor", cfg["schedule"]["flip_factor"] > 0, "> 0"),
+        ("optim.betas", len(cfg["optim"]["betas"]) == 2, "two numbers [beta1, beta2]"),
+        ("train.seed", 0 <= cfg["train"]["seed"] < 2**32, "in [0, 2**32)"),
+        ("train.threads", _none_or_positive(cfg["train"]["threads"]), ">= 1 (or null: torch's default)"),
+        ("train.limit_batches", _none_or_positive(cfg["train"]["limit_batches"]), ">= 1 (or null: all batches)"),
+        ("train.max_nonfinite", cfg["train"]["max_nonfinite"] >= 0, ">= 0"),
     ]
     for key, ok, what in checks:
         if not ok:
             raise ConfigError(f"{key} must be {what}")
     d = cfg["distill"]
-    for key in ("teacher", "teacher_arch"):
-        if d[key] is not None and not isinstance(d[key], str):
-            raise ConfigError(f"distill.{key} must be a string (a path or a name), got {d[key]!r}")
     if d["name"] in ("soft", "hard") and d["alpha"] > 0 and not d["teacher"]:
         raise ConfigError(f"distill.name={d['name']} needs a local teacher file: --set distill.teacher=PATH "
                           "(a bsnn checkpoint, a TorchScript file, or a state dict with distill.teacher_arch)")

@@ -1,8 +1,21 @@
-"""User-facing errors: the CLI prints their one-line message and exits with status 2."""
+"""User-facing errors: the CLI prints their one-line message and exits with their ``exit_code`` (2).
+
+Messages quote user values through :func:`short`, so that a huge value never makes a huge line.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteError", "short", "one_line"]
+
+MAX_VALUE = 60          # characters of a quoted value
+MAX_LINE = 400          # characters of a whole message
 
 
 class UserError(Exception):
     """Bad input from the user (option, config, dataset path). Never a bug in bsnn."""
+
+    exit_code = 2
 
 
 class ConfigError(UserError):
@@ -11,3 +24,21 @@ class ConfigError(UserError):
 
 class DatasetError(UserError):
     pass
+
+
+class NonFiniteError(UserError):
+    """Training stopped on non-finite values (``docs/methods.md``, "Non-finite values")."""
+
+    exit_code = 3
+
+
+def short(value: Any, limit: int = MAX_VALUE) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "…" + text[-4:]
+
+
+def one_line(message: str, limit: int = MAX_LINE) -> str:
+    """A message as one line of at most ``limit`` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -26,10 +26,13 @@ SAMPLE_RATE = 16000
 
 
 def read_wav(path: Path) -> torch.Tensor:
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise DatasetError(f"Speech Commands: {path} is not 16-bit PCM")
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2 or w.getnchannels() != 1:
+                raise DatasetError(f"Speech Commands: {path} is not mono 16-bit PCM")
+            data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    except (wave.Error, EOFError, OSError, ValueError) as e:
+        raise DatasetError(f"Speech Commands: {path} is not a readable WAV file ({type(e).__name__})") from None
     return torch.from_numpy(data)
 
 

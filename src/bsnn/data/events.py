@@ -5,8 +5,9 @@
   spans. The binning is ours (one ``np.bincount``): SpikingJelly's ``split_by="time"`` fails on a
   sample with an empty time bin.
 * CIFAR10-DVS and DVS128 Gesture through SpikingJelly's readers (frames split by event number). Their
-  roots must already hold the downloaded or converted files: SpikingJelly would otherwise try to
-  download, and bsnn never uses the network.
+  roots must already hold the converted ``events_np/`` or every original file in ``download/`` with its
+  published MD5: SpikingJelly deletes a file that fails that check and downloads it again, so bsnn
+  checks first and refuses with one line. bsnn never deletes a user's file nor uses the network.
 
 The BSO reference code fed the same frame at every time step; here step t gets frame t.
 """
@@ -18,14 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 from .loader import TensorPairs
 from .registry import DataBundle, register_dataset
 
 __all__ = ["nmnist", "cifar10_dvs", "dvs128_gesture"]
 
 NMNIST_HOWTO = ("a folder with Train/<digit>/*.bin and Test/<digit>/*.bin in the original N-MNIST format "
-                "(e.g. ../shared/data/nmnist_small.tar.gz extracted: data.root=.../nmnist_small)")
+                "(an extracted archive: data.root=PATH/nmnist)")
 
 
 def _time_frames(ev: dict, time_steps: int, h: int, w: int) -> np.ndarray:
@@ -46,9 +47,11 @@ def _nmnist_split(folder: Path, time_steps: int):
     frames = np.zeros((len(files), time_steps, 2, 34, 34), np.uint8)
     labels = np.zeros(len(files), np.int64)
     for i, f in enumerate(files):
+        if not f.parent.name.isdigit() or int(f.parent.name) > 9:
+            raise DatasetError(f"N-MNIST: {f.parent} is not a digit folder (0-9); expected {NMNIST_HOWTO}")
         try:
             frames[i] = np.clip(_time_frames(load_ATIS_bin(f), time_steps, 34, 34), 0, 255)
-        except (ValueError, IndexError) as e:
+        except (ValueError, IndexError, OSError) as e:
             raise DatasetError(f"N-MNIST: cannot read {f} ({e}); expected {NMNIST_HOWTO}") from None
         labels[i] = int(f.parent.name)
     return torch.from_numpy(frames), torch.from_numpy(labels)
@@ -82,14 +85,39 @@ def _sj_root(cls, root: str | None, name: str) -> Path:
     if not root:
         raise DatasetError(f"{name} needs data.root=PATH: {howto}")
     path = Path(root).expanduser()
+    building = [p.name for p in path.glob("*.building")] if path.is_dir() else []
+    if building:
+        raise DatasetError(f"{name}: {path / building[0]} marks a conversion that did not finish; remove it and "
+                           f"the partial folder beside it (bsnn deletes nothing)")
     if (path / "events_np").is_dir():
         return path
-    files = [f for f, _, _ in cls.resource_url_md5()]
-    missing = [f for f in files if not (path / "download" / f).is_file()]
-    if not path.is_dir() or missing:
-        raise DatasetError(f"{name}: {path} lacks {'download/' + missing[0] if missing else 'the dataset'}; "
-                           f"expected {howto}")
+    if not path.is_dir():
+        raise DatasetError(f"{name}: {path} lacks the dataset; expected {howto}")
+    _check_downloads(path / "download", cls.resource_url_md5(), name)
     return path
+
+
+def _check_downloads(folder: Path, resources: list, name: str) -> None:
+    """Every original file present with its published MD5, before SpikingJelly (which would delete a
+    bad one and download it) sees the folder."""
+    from torchvision.datasets.utils import calculate_md5
+
+    for file, _url, md5 in resources:
+        f = folder / file
+        if not f.is_file():
+            raise DatasetError(f"{name}: {f} is missing; put the original file there (bsnn downloads nothing)")
+        if calculate_md5(str(f)) != md5:
+            raise DatasetError(f"{name}: {f} is corrupted (MD5 differs from the published {md5}); replace it "
+                               f"(bsnn deletes and downloads nothing)")
+
+
+def _sj_dataset(cls, name: str, *args, **kwargs):
+    """A SpikingJelly dataset; what its conversion raises becomes one line."""
+    try:
+        return cls(*args, **kwargs)
+    except (RuntimeError, OSError, ValueError, NotImplementedError, EOFError) as e:
+        raise DatasetError(one_line(f"{name}: SpikingJelly cannot read {args[0] if args else ''} "
+                                    f"({type(e).__name__}: {e})", 300)) from None
 
 
 class _DVSFrames(torch.utils.data.Dataset):
@@ -119,7 +147,8 @@ def cifar10_dvs(root: str | None = None, time_steps: int = 10, size: int = 48, a
     from spikingjelly.datasets.cifar10_dvs import CIFAR10DVS
 
     path = _sj_root(CIFAR10DVS, root, "CIFAR10-DVS")
-    base = CIFAR10DVS(str(path), data_type="frame", frames_number=time_steps, split_by="number")
+    base = _sj_dataset(CIFAR10DVS, "CIFAR10-DVS", str(path), data_type="frame", frames_number=time_steps,
+                       split_by="number")
     targets = np.asarray([s[1] for s in base.samples]) if hasattr(base, "samples") else \
         np.asarray([base[i][1] for i in range(len(base))])
     train_idx, test_idx = [], []
@@ -138,7 +167,7 @@ def dvs128_gesture(root: str | None = None, time_steps: int = 16, size: int = 48
     from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
     path = _sj_root(DVS128Gesture, root, "DVS128 Gesture")
-    tr = DVS128Gesture(str(path), train=True, data_type="frame", frames_number=time_steps, split_by="number")
-    te = DVS128Gesture(str(path), train=False, data_type="frame", frames_number=time_steps, split_by="number")
+    tr, te = (_sj_dataset(DVS128Gesture, "DVS128 Gesture", str(path), train=train, data_type="frame",
+                          frames_number=time_steps, split_by="number") for train in (True, False))
     return DataBundle(_DVSFrames(tr, range(len(tr)), size, augment), _DVSFrames(te, range(len(te)), size, False),
                       num_classes=11, input_shape=(2, size, size), temporal=True)

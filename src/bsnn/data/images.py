@@ -104,7 +104,7 @@ def _subset(x, y, n: int):
 
 
 JPEG_HOWTO = ("an .npz with jpeg (uint8, all files concatenated), offsets (int64, N+1), label (uint8), "
-              "split (uint8: 0 train, 1 test) — like ../shared/data/cifar10_jpeg.npz")
+              "split (uint8: 0 train, 1 test)")
 
 
 @register_dataset("cifar10_jpeg", num_classes=10, input_shape=(3, 32, 32))
@@ -121,19 +121,47 @@ def cifar10_jpeg(root: str | None = None, augment: bool = True, autoaugment: boo
     try:
         with np.load(path) as z:
             blob, offsets, labels, split = z["jpeg"], z["offsets"], z["label"], z["split"]
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DatasetError(f"CIFAR-10 JPEG pack: {path} is not valid ({e}); expected {JPEG_HOWTO}") from None
+    _check_pack(path, blob, offsets, labels, split)
     want = np.arange(len(labels))
     train_idx, test_idx = want[split == 0], want[split == 1]
     if subset:
         train_idx = train_idx[np.random.default_rng(0).permutation(len(train_idx))[:subset]]
     images = np.empty((len(labels), 32, 32, 3), np.uint8)
     for i in np.concatenate([train_idx, test_idx]):
-        images[i] = np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+        try:
+            images[i] = np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as e:   # not a JPEG, or not 32x32 RGB
+            raise DatasetError(f"CIFAR-10 JPEG pack: {path}: image {i} cannot be decoded as a 32x32 image "
+                               f"({type(e).__name__}); expected {JPEG_HOWTO}") from None
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     y = torch.from_numpy(labels.astype(np.int64))
     return _bundle(x[train_idx].contiguous(), y[train_idx], x[test_idx].contiguous(), y[test_idx], 10,
                    augment, autoaugment, cutout)
+
+
+def _check_pack(path, blob, offsets, labels, split) -> None:
+    """Array shapes and offsets that slice ``blob`` into N non-empty pieces, in order."""
+    n = len(labels)
+    ok = (blob.ndim == 1 and blob.dtype == np.uint8 and offsets.ndim == 1 and len(offsets) == n + 1
+          and np.issubdtype(offsets.dtype, np.integer) and labels.ndim == 1 and split.shape == (n,)
+          and np.issubdtype(labels.dtype, np.integer) and bool(np.isin(split, (0, 1)).all()))
+    if ok:
+        ok = offsets[0] >= 0 and offsets[-1] <= len(blob) and bool((np.diff(offsets) > 0).all())
+    if not ok:
+        raise DatasetError(f"CIFAR-10 JPEG pack: {path} has inconsistent arrays (offsets must slice jpeg into "
+                           f"one piece per label, split must be 0 or 1); expected {JPEG_HOWTO}")
+
+
+def _image(path: str):
+    """torchvision's image loader; a file it cannot decode is a one-line ``DatasetError``."""
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"cannot decode the image {path} ({type(e).__name__})") from None
 
 
 @register_dataset("imagenet", num_classes=1000, input_shape=(3, 224, 224))
@@ -153,7 +181,11 @@ def imagenet(root: str | None = None, augment: bool = True) -> DataBundle:
                           else [T.Resize(256), T.CenterCrop(224)]) + tail)
     test_tf = T.Compose([T.Resize(256), T.CenterCrop(224)] + tail)
     try:
-        tr, te = ImageFolder(str(path / "train"), train_tf), ImageFolder(str(path / "val"), test_tf)
+        tr, te = (ImageFolder(str(path / "train"), train_tf, loader=_image),
+                  ImageFolder(str(path / "val"), test_tf, loader=_image))
     except (FileNotFoundError, RuntimeError) as e:
         raise DatasetError(f"ImageNet: cannot read {path} ({e}); expected {howto}") from None
+    if tr.classes != te.classes:
+        raise DatasetError(f"ImageNet: {path}: train/ and val/ have other class folders "
+                           f"({len(tr.classes)} vs {len(te.classes)})")
     return DataBundle(tr, te, num_classes=len(tr.classes), input_shape=(3, 224, 224))

@@ -16,8 +16,14 @@ class TensorPairs(Dataset):
     """(x, y) tensors with an optional per-batch transform; indexable by a list of indices."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, transform=None):
+        from ..errors import DatasetError
+
         if len(x) != len(y):
-            raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+            raise DatasetError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise DatasetError(f"labels must be one integer per sample, got {y.dtype} of shape {tuple(y.shape)}")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DatasetError("inputs hold NaN or inf values (docs/methods.md, 'Non-finite values')")
         self.x, self.y, self.transform = x, y.long(), transform
 
     def __len__(self) -> int:

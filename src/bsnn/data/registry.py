@@ -5,7 +5,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
+
+from ..errors import DatasetError, one_line
 
 __all__ = ["DataBundle", "DatasetInfo", "register_dataset", "create", "list_datasets", "dataset_signature",
            "dataset_info"]
@@ -62,4 +66,49 @@ def dataset_signature(name: str) -> inspect.Signature:
 
 
 def create(name: str, **kwargs) -> DataBundle:
-    return _get(name)(**kwargs)
+    """Build a dataset and check its content (:func:`check_bundle`)."""
+    bundle = _get(name)(**kwargs)
+    check_bundle(name, bundle)
+    return bundle
+
+
+def _labels(ds: Dataset) -> torch.Tensor | None:
+    """All labels, where the dataset holds them (``y``, ``targets`` or ``labels``)."""
+    for attr in ("y", "targets", "labels"):
+        v = getattr(ds, attr, None)
+        if v is not None:
+            return torch.as_tensor(np.asarray(v))
+    return None
+
+
+def check_bundle(name: str, bundle: DataBundle) -> None:
+    """Content errors as one-line ``DatasetError`` when the dataset is built, not mid-training: empty
+    splits, labels out of [0, num_classes) or not one integer per sample, samples of another shape
+    than ``input_shape`` (per time step), non-finite inputs. Labels are checked in full where the
+    dataset holds them, samples through the first of each split (in-memory tensors in full, by
+    ``TensorPairs``); a lazily read file that is broken fails when it is read, as a ``DatasetError``."""
+    for split, ds in (("train", bundle.train), ("test", bundle.test)):
+        if len(ds) == 0:
+            raise DatasetError(f"{name}: the {split} split is empty")
+        y = _labels(ds)
+        if y is not None and (y.ndim != 1 or y.is_floating_point() or len(y) != len(ds)):
+            raise DatasetError(f"{name}: {split} labels must be one integer per sample, got shape {tuple(y.shape)}")
+        if y is not None and (int(y.min()) < 0 or int(y.max()) >= bundle.num_classes):
+            raise DatasetError(f"{name}: {split} labels must be in [0, {bundle.num_classes}), found "
+                               f"{int(y.min())}..{int(y.max())}")
+        try:
+            x, label = ds[0]
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001  (whatever a broken file raises while it is decoded)
+            raise DatasetError(one_line(f"{name}: cannot read the first {split} sample "
+                                        f"({type(e).__name__}: {e})", 300)) from None
+        x = torch.as_tensor(x)
+        shape = tuple(x.shape[1:] if bundle.temporal else x.shape)
+        if shape != tuple(bundle.input_shape):
+            raise DatasetError(f"{name}: {split} samples have shape {shape}"
+                               f"{' per time step' if bundle.temporal else ''}, expected {tuple(bundle.input_shape)}")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise DatasetError(f"{name}: {split} inputs hold NaN or inf values")
+        if not 0 <= int(label) < bundle.num_classes:
+            raise DatasetError(f"{name}: {split} label {int(label)} is not in [0, {bundle.num_classes})")

@@ -13,6 +13,7 @@ Model factories take these options as keyword arguments (``**kit``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from spikingjelly.activation_based import surrogate
@@ -59,6 +60,12 @@ class LayerKit:
                                      ("binarizer", self.binarizer, tuple(BINARIZERS))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        for name, ok, what in (("tau", self.tau > 1.0, "> 1"), ("v_threshold", self.v_threshold > 0, "> 0"),
+                               ("surrogate_alpha", self.surrogate_alpha > 0, "> 0"),
+                               ("time_steps", self.time_steps >= 1, ">= 1")):
+            value = getattr(self, name)
+            if not ok or not math.isfinite(value):         # `not ok` also catches NaN
+                raise ValueError(f"{name} must be {what} and finite, got {value!r}")
         if self.method == "online" and not self.soft_reset:
             raise ValueError("the online neuron resets softly (soft_reset=False is for method=bptt)")
         if self.agmm is not None:

@@ -24,6 +24,8 @@ def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (2
     ``**kit``: neuron / binarizer / AGMM options of ``LayerKit``."""
     if len(hidden) < 1:
         raise ValueError("hidden needs at least one width")
+    if any(w < 1 for w in hidden):
+        raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")
     kit = LayerKit(method, **kit)
     layers: list[nn.Module] = [nn.Flatten(1), nn.Linear(in_features, hidden[0], bias=False),
                                nn.BatchNorm1d(hidden[0]), kit.neuron()]
@@ -44,6 +46,8 @@ def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     on the flattened spike map (``head="flatten"``) or on its global average (``head="gap"``)."""
     if len(channels) < 2:
         raise ValueError("channels needs at least two widths (one FP conv, one binary conv)")
+    if any(c < 1 for c in channels):
+        raise ValueError(f"channels must be >= 1, got {list(channels)}")
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
     kit = LayerKit(method, **kit)

@@ -37,11 +37,19 @@ def _rebuild_binary_parameter(data, requires_grad, kind):
     return BinaryParameter(data, requires_grad, kind)
 
 
+# Loading with ``torch.load(weights_only=True)``: the safe unpickler calls only functions it knows.
+# This one builds a tensor from a tensor, a bool and a checked string, and runs nothing else, so it
+# is allowed. (Saving plain tensors and re-tagging on load would be the alternative; but state dicts
+# already hold plain tensors, since ``state_dict()`` detaches, and the layers re-tag them when they
+# load them, so only a pickled parameter itself reaches this function, and it then keeps its tag.)
+torch.serialization.add_safe_globals([_rebuild_binary_parameter])
+
+
 class BinaryParameter(nn.Parameter):
     """An ``nn.Parameter`` tagged as a 1-bit weight; the tag survives ``deepcopy``, pickling and ``.to()``."""
 
     def __new__(cls, data=None, requires_grad: bool = True, kind: str = "binary"):
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         p = super().__new__(cls, data, requires_grad)
         p.kind = kind

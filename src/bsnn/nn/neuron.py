@@ -54,8 +54,10 @@ class OnlineLIFNode(base.MemoryModule):
         super().__init__()
         if trace not in TRACES:
             raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
-        if tau <= 1.0:
-            raise ValueError(f"tau must be > 1, got {tau}")
+        if not 1.0 < tau < float("inf"):
+            raise ValueError(f"tau must be > 1 and finite, got {tau}")
+        if not 0.0 < v_threshold < float("inf"):
+            raise ValueError(f"v_threshold must be > 0 and finite, got {v_threshold}")
         self.tau = float(tau)
         self.v_threshold = float(v_threshold)
         self.surrogate_function = surrogate_function or surrogate.Sigmoid(alpha=4.0)

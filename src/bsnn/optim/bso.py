@@ -26,6 +26,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..nn.binary import is_binary, is_latent_binary
+from .nonfinite import skip_step, track_skipped_steps
 
 __all__ = ["BSO", "TBSO", "bso_update"]
 
@@ -135,6 +136,9 @@ class BSO(Optimizer):
             tensor (needs a working inductor backend: a C++ compiler on CPU, Triton on GPU; the first
             step compiles, and a changed hyperparameter value compiles again). Default False.
         count_flips: keep a running flip count per binary tensor in ``state[p]["flips"]`` (device tensor).
+        skip_nonfinite: skip a step whose gradients (binary or real) are not all finite, leaving
+            weights, momenta and v untouched, and count it in ``skipped_steps`` (saved in
+            ``state_dict``); costs one host sync per step, like ``GradScaler``. Default True.
     """
 
     temporal = False
@@ -151,6 +155,7 @@ class BSO(Optimizer):
         foreach: bool = True,
         fused: bool = False,
         count_flips: bool = False,
+        skip_nonfinite: bool = True,
         **temporal_defaults: Any,
     ):
         if threshold < 0:
@@ -162,8 +167,9 @@ class BSO(Optimizer):
         defaults = dict(lr=lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
                         foreach=foreach, fused=fused, **temporal_defaults)
         self.real_optimizer: Optimizer | None = None
-        self.count_flips = count_flips
+        self.count_flips, self.skip_nonfinite = count_flips, skip_nonfinite
         super().__init__(params, defaults)
+        track_skipped_steps(self)
         real_groups = [g for g in self.param_groups if not g["binary"]]
         if real_groups:
             self.real_optimizer = real_optimizer(real_groups, lr=lr, **(real_optimizer_kwargs or {}))
@@ -213,6 +219,8 @@ class BSO(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.skip_nonfinite and skip_step(self):
+            return loss
         if self.real_optimizer is not None:
             self.real_optimizer.step()
         for group in self.binary_groups():

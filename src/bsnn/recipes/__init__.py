@@ -29,10 +29,12 @@ def load_recipe(name: str) -> dict:
         text = Path(name).read_text()
     else:
         raise ConfigError(f"unknown recipe {name!r}; `bsnn recipes` lists them (or pass a .yaml path)")
+    from ..config import yaml_load
+
     try:
-        recipe = yaml.safe_load(text)
+        recipe = yaml_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {name!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"recipe {name!r} is not valid YAML ({getattr(e, 'problem', None) or 'parse error'})") from None
     if not isinstance(recipe, dict):
         raise ConfigError(f"recipe {name!r} must be a mapping")
     recipe.setdefault("name", Path(name).stem)

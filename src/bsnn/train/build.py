@@ -10,8 +10,8 @@ import torch
 
 from .. import data as datasets
 from .. import models
-from ..errors import ConfigError, UserError
-from ..optim import BSO, TBSO, FlipScheduler
+from ..errors import ConfigError, UserError, one_line
+from ..optim import BSO, TBSO, FlipScheduler, track_skipped_steps
 from . import distributed
 from .bptt import BPTTMethod
 from .distill import load_teacher
@@ -38,12 +38,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# What a constructor raises when it rejects an option's value (a user error, not a bug of bsnn).
+REJECTED = (ValueError, TypeError, OverflowError, IndexError, KeyError, ZeroDivisionError)
+
+
+def _rejected(what: str, e: Exception) -> ConfigError:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return ConfigError(one_line(f"{what}: {text or type(e).__name__}", 300))
+
+
 def build_data(cfg: dict) -> datasets.DataBundle:
     d = cfg["data"]
     kwargs = {k: v for k, v in d.items() if k not in ("name", "batch_size", "test_batch_size", "num_workers")}
     if "time_steps" in datasets.dataset_signature(d["name"]).parameters:
         kwargs["time_steps"] = cfg["method"]["time_steps"]      # one frame per time step
-    return datasets.create(d["name"], **kwargs)
+    try:
+        return datasets.create(d["name"], **kwargs)
+    except REJECTED as e:
+        raise _rejected(f"data {d['name']}", e) from None
 
 
 def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | None = None) -> torch.nn.Module:
@@ -61,8 +73,8 @@ def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | No
               and v is not None})
     try:
         return models.create(cfg["model"]["name"], **m)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"model {cfg['model']['name']}: {e}") from None
+    except (*REJECTED, RuntimeError) as e:             # RuntimeError: torch refusing a size
+        raise _rejected(f"model {cfg['model']['name']}", e) from None
 
 
 def build_criterion(cfg: dict) -> StepLoss:
@@ -90,6 +102,14 @@ def build_method(cfg: dict, bundle: datasets.DatasetInfo | datasets.DataBundle, 
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer; its constructor's rejections (negative eps, ...) become ``ConfigError``."""
+    try:
+        return track_skipped_steps(_optimizer(cfg, model))
+    except REJECTED as e:
+        raise _rejected(f"optim {cfg['optim']['name']}", e) from None
+
+
+def _optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
     o = cfg["optim"]
     if o["name"] in ("bso", "tbso"):
         real_cls = torch.optim.SGD if o["real"] == "sgd" else torch.optim.Adam
@@ -132,20 +152,18 @@ def init_from(cfg: dict, model: torch.nn.Module, optimizer: torch.optim.Optimize
 
     path = cfg["train"]["init_from"]
     try:
-        state = ckpt.load(path)
-        model.load_state_dict(state["model"])
-    except FileNotFoundError:
-        raise UserError(f"train.init_from: no checkpoint at {path}") from None
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"train.init_from: {path} does not fit this model ({str(e).splitlines()[0]})") from None
+        state = ckpt.load_run(path)
+        ckpt.load_model_state(model, state["model"], path)
+    except ckpt.CheckpointError as e:
+        raise UserError(f"train.init_from: {e}") from None
     try:
         optimizer.load_state_dict(state["optimizer"])
-    except (KeyError, ValueError) as e:
-        log(f"init_from: optimizer state not loaded ({e}); starting it fresh")
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+        log(f"init_from: optimizer state not loaded ({one_line(str(e), 200)}); starting it fresh")
     if isinstance(optimizer, TBSO):
         optimizer.resize_time_steps(cfg["method"]["time_steps"])
     apply_hyperparameters(cfg, optimizer)
-    log(f"initialised from {path} (epoch {state.get('epoch')}, T={state.get('config', {}).get('method', {}).get('time_steps')})")
+    log(f"initialised from {path} (epoch {state['epoch']}, T={state['config'].get('method', {}).get('time_steps')})")
 
 
 def build_lr_scheduler(cfg: dict, optimizer):
@@ -186,16 +204,21 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
     if isinstance(optimizer, BSO) and cfg["schedule"]["flip"] != "constant":
         flip = FlipScheduler(optimizer, cfg["schedule"]["flip"], cfg["schedule"]["flip_every"],
                              cfg["schedule"]["flip_factor"])
+    try:
+        lr_scheduler = build_lr_scheduler(cfg, optimizer)
+    except REJECTED as e:
+        raise _rejected("schedule", e) from None
     if ddp is not None:
         model = distributed.wrap(model, device, tr["sync_bn"])
     scaler = torch.amp.GradScaler(device.type) if tr["amp"] and device.type == "cuda" else None
     return Trainer(
         model, build_method(cfg, bundle, device, build_teacher(cfg, bundle, device)), optimizer, bundle,
         epochs=tr["epochs"], batch_size=cfg["data"]["batch_size"],
-        test_batch_size=cfg["data"]["test_batch_size"], lr_scheduler=build_lr_scheduler(cfg, optimizer),
+        test_batch_size=cfg["data"]["test_batch_size"], lr_scheduler=lr_scheduler,
         flip_scheduler=flip, scaler=scaler, device=device, seed=tr["seed"], out_dir=out_dir, config=cfg,
         progress=tr["progress"], num_workers=cfg["data"]["num_workers"],
-        save_checkpoints=tr["checkpoint"], limit_batches=tr["limit_batches"], log=log,
+        save_checkpoints=tr["checkpoint"], limit_batches=tr["limit_batches"],
+        max_nonfinite=tr["max_nonfinite"], log=log,
     )
 
 

@@ -5,11 +5,11 @@ A teacher file is one of:
 * ``"bsnn"``: a bsnn checkpoint (``RUN/checkpoint.pt``); the teacher is that run's model and method,
   its logits the mean output over its own T steps (e.g. a full-precision twin of the student);
 * ``"state_dict"``: a plain torch state dict of a torchvision architecture named by ``arch``
-  (``torchvision.models.get_model(arch, weights=None, num_classes=...)``), loaded with
-  ``weights_only=True``;
+  (``torchvision.models.get_model(arch, weights=None, num_classes=...)``);
 * ``"torchscript"``: a ``torch.jit.save``'d module mapping a batch to logits.
 
-``"auto"`` tells them apart by content. The teacher runs alongside the student, once per batch under
+Checkpoints and state dicts load with ``weights_only=True`` (``bsnn.train.checkpoint.load``: no
+code runs from the file). ``"auto"`` tells them apart by content. The teacher runs alongside the student, once per batch under
 ``no_grad`` in eval mode (not cached: augmentation makes every batch new); ``seconds`` accumulates its
 cost, which the trainer logs as ``teacher_time_s``. An ANN teacher sees static images as they are and
 frame sequences ``[B, T, ...]`` as their mean frame.
@@ -17,6 +17,7 @@ frame sequences ``[B, T, ...]`` as their mean frame.
 from __future__ import annotations
 
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -66,13 +67,21 @@ def _bsnn_teacher(state: dict, path: Path, device) -> Teacher:
     from .build import build_method, build_model
     from .. import data as datasets
 
-    cfg = state["config"]
+    from . import checkpoint as ckpt
+    from ..config import validate
+
+    try:
+        with warnings.catch_warnings():         # the teacher run's own "has no effect" notes
+            warnings.simplefilter("ignore")
+            cfg = validate(state["config"])
+    except UserError as e:
+        raise UserError(f"distill.teacher: {path} holds an invalid config ({e})") from None
     info = datasets.dataset_info(cfg["data"]["name"])
     model = build_model(cfg, info)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"distill.teacher: {path} does not fit its own config ({str(e).splitlines()[0]})") from None
+        ckpt.load_model_state(model, state["model"], path)
+    except ckpt.CheckpointError as e:
+        raise UserError(f"distill.teacher: {e} (its own config's model)") from None
     method = build_method(cfg, info, torch.device(device))
     return Teacher(model.to(device), method, info.temporal, f"bsnn {cfg['model']['name']} ({path})")
 
@@ -95,10 +104,9 @@ def load_teacher(path: str | Path, fmt: str = "auto", arch: str | None = None, n
             raise UserError(f"distill.teacher: {path} is not a TorchScript module ({type(e).__name__})") from None
         return Teacher(model, None, temporal, f"TorchScript ({path})")
     try:
-        state = ckpt.load(path) if fmt in ("auto", "bsnn") else torch.load(path, map_location="cpu",
-                                                                            weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"distill.teacher: cannot read {path} ({type(e).__name__})") from None
+        state = ckpt.load(path)                      # weights_only=True
+    except ckpt.CheckpointError as e:
+        raise UserError(f"distill.teacher: cannot read the file: {e}") from None
     if isinstance(state, dict) and "config" in state and "model" in state and fmt in ("auto", "bsnn"):
         return _bsnn_teacher(state, path, device)
     if fmt == "bsnn":

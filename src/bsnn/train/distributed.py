@@ -20,7 +20,7 @@ from torch.utils.data import Sampler
 from ..nn.binary import BinaryParameter
 
 __all__ = ["DistInfo", "init_from_env", "is_distributed", "rank", "world_size", "wrap", "ShardSampler",
-           "all_reduce_", "check_identical_binary_weights"]
+           "all_reduce_", "check_identical_binary_weights", "broadcast_buffers_"]
 
 
 @dataclass
@@ -98,3 +98,14 @@ def check_identical_binary_weights(model: torch.nn.Module) -> None:
     dist.all_gather_object(sums, total)
     if any(s != sums[0] for s in sums):
         raise RuntimeError(f"binary weights differ across ranks (checksums {[float(s) for s in sums]})")
+
+
+@torch.no_grad()
+def broadcast_buffers_(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics): without SyncBN each rank's
+    last training forwards updated them from its own shard, and the evaluated and saved model must be
+    one model. A no-op without DDP."""
+    if not is_distributed():
+        return
+    for b in model.buffers():
+        dist.broadcast(b, 0)

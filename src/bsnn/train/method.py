@@ -10,7 +10,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
-from ..optim import BSO
+from ..optim import BSO, skip_step
 from .losses import StepLoss
 
 __all__ = ["Method", "frame", "sequence", "optimizer_step", "frozen_batchnorm_stats"]
@@ -27,11 +27,13 @@ def sequence(x: torch.Tensor, T: int, temporal: bool) -> torch.Tensor:
 
 
 def optimizer_step(optimizer, t: int, scaler=None) -> None:
+    """Step, unless a gradient is not finite: GradScaler skips those steps itself, BSO/T-BSO check
+    and count them in ``step``, and other optimizers are checked here (``bsnn.optim.skip_step``)."""
     kwargs = {"t": t} if isinstance(optimizer, BSO) else {}
     if scaler is not None:
         scaler.step(optimizer, **kwargs)
         scaler.update()
-    else:
+    elif isinstance(optimizer, BSO) or not skip_step(optimizer):
         optimizer.step(**kwargs)
 
 

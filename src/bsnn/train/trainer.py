@@ -1,4 +1,11 @@
-"""One epoch loop for every method: train, evaluate, log (CSV), checkpoint atomically, resume."""
+"""One epoch loop for every method: train, evaluate, log (CSV), checkpoint atomically, resume.
+
+Non-finite values (``docs/methods.md``, "Non-finite values"): a batch whose loss is NaN or inf adds
+nothing to the epoch's metrics; after ``max_nonfinite`` such batches the next one stops the run with a
+``NonFiniteError`` before anything of that epoch is saved, so the checkpoint keeps the last good epoch.
+Optimizer steps with non-finite gradients are skipped where they happen (``bsnn.optim.skip_step``);
+their running count is logged as ``skipped_steps``.
+"""
 from __future__ import annotations
 
 import csv
@@ -14,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import DataBundle, make_loader
+from ..errors import NonFiniteError, short
 from . import distributed as dist
 from ..measure.firing import FiringRateMeter
 from ..measure.flips import FlipMonitor
@@ -32,7 +40,8 @@ class Trainer:
                  scaler=None, device: str | torch.device = "cpu", seed: int = 0,
                  out_dir: str | Path | None = None, config: dict | None = None, progress: bool = True,
                  num_workers: int = 0, save_checkpoints: bool = True, metrics: bool = True,
-                 tensorboard: bool = True, limit_batches: int | None = None, log=print):
+                 tensorboard: bool = True, limit_batches: int | None = None, max_nonfinite: int = 0,
+                 log=print):
         self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
         # the module itself (inside a DDP wrapper): evaluated, saved and measured without collectives
         self.net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -46,6 +55,7 @@ class Trainer:
         self.log = log if self.main else (lambda *a, **k: None)
         self.metrics, self.tensorboard = metrics, tensorboard
         self.limit_batches = limit_batches
+        self.max_nonfinite, self.nonfinite = max_nonfinite, 0   # tolerated / seen non-finite batch losses
         self._tb = None
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -70,19 +80,39 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         n = 0
-        for x, y in self._batches(self.data.train, self.batch_size, True, epoch, f"epoch {epoch + 1}"):
+        batches = self._batches(self.data.train, self.batch_size, True, epoch, f"epoch {epoch + 1}")
+        for i, (x, y) in enumerate(batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             loss, out = self.method.train_batch(self.model, x, y, self.optimizer, self.scaler)
+            if not self._loss_finite(loss, epoch, i):
+                continue
             loss_sum += loss * len(y)
             correct += (out.argmax(1) == y).sum()
             n += len(y)
         totals = dist.all_reduce_(torch.stack([loss_sum, correct.to(loss_sum.dtype),
                                                torch.tensor(float(n), device=self.device)]))
         dist.check_identical_binary_weights(self.net)
-        return {"train_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item()}
+        seen = max(totals[2].item(), 1.0)
+        return {"train_loss": totals[0].item() / seen, "train_acc": totals[1].item() / seen}
+
+    def _loss_finite(self, loss: torch.Tensor, epoch: int, batch: int) -> bool:
+        """False for a non-finite loss on any process (all agree); raises once too many were seen."""
+        bad = dist.all_reduce_((~torch.isfinite(loss.detach())).float().reshape(1))
+        if not bad.item():
+            return True
+        self.nonfinite += 1
+        if self.nonfinite > self.max_nonfinite:
+            kept = (f"{self.out_dir / CHECKPOINT} keeps epoch {epoch}" if self.save_checkpoints and epoch > 0
+                    else "no checkpoint was written")
+            raise NonFiniteError(
+                f"epoch {epoch + 1}, batch {batch + 1}: the training loss is {loss.item()} "
+                f"({self.nonfinite} non-finite losses, train.max_nonfinite={self.max_nonfinite}); stopped, "
+                f"{kept}. Lower optim.lr or check the data (docs/methods.md, 'Non-finite values')")
+        return False
 
     @torch.no_grad()
     def evaluate(self, firing_rates: bool = False) -> dict[str, float]:
+        dist.broadcast_buffers_(self.net)      # DDP: every rank evaluates rank 0's BN statistics (saved ones)
         self.net.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -111,6 +141,9 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        if self.out_dir is not None and self.main:
+            for tmp in ckpt.clean_stale_temporaries(self.out_dir):
+                self.log(f"removed {tmp.name}, left by an interrupted write")
         if resume:
             self.resume()
         monitors = [FlipMonitor(self.net, self.optimizer), GradientMonitor(self.net, self.optimizer)] \
@@ -136,6 +169,8 @@ class Trainer:
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch + 1, **self._hyperparameters()}
         row.update(self.train_epoch(epoch))
+        if hasattr(self.optimizer, "skipped_steps"):        # cumulative, see bsnn.optim.skip_step
+            row["skipped_steps"] = self.optimizer.skipped_steps
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
         teacher = getattr(self.method, "teacher", None)
         if teacher is not None:            # cumulative seconds spent computing the teacher's logits
@@ -195,6 +230,7 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "history": self.history,
             "config": self.config,
+            "nonfinite": self.nonfinite,
         }
 
     def save_checkpoint(self, epoch: int) -> Path:
@@ -211,14 +247,43 @@ class Trainer:
                 obj.load_state_dict(state[key])
         ckpt.set_rng_state(state["rng"])
         self.history = list(state.get("history", []))
+        self.nonfinite = int(state.get("nonfinite", 0))
         self.start_epoch = state["epoch"]
 
-    def resume(self) -> bool:
-        """Load ``out_dir/checkpoint.pt`` if it exists; returns whether it did."""
+    def resume(self, state: dict[str, Any] | None = None) -> bool:
+        """Load ``out_dir/checkpoint.pt`` (or ``state``, already loaded from it); returns whether it did.
+        The checkpoint must come from the same run: same model, method, optimizer and dataset."""
         path = self.out_dir / CHECKPOINT if self.out_dir else None
-        if path is None or not path.is_file():
-            self.log("no checkpoint to resume from; starting fresh")
-            return False
-        self.load_state_dict(ckpt.load(path, map_location=self.device))
+        if state is None:
+            if path is None or not path.is_file():
+                self.log("no checkpoint to resume from; starting fresh")
+                return False
+            state = ckpt.load_run(path, map_location=self.device)
+        if self.config:
+            same_run(state["config"], self.config, path)
+        ckpt.load_model_state(self.net, state["model"], path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError, OverflowError) as e:
+            raise ckpt.CheckpointError(f"{path} cannot be resumed ({type(e).__name__}: "
+                                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
         self.log(f"resumed from {path} after epoch {self.start_epoch}")
         return True
+
+
+# What a resumed run must share with its checkpoint (the rest, e.g. epochs or data.root, may change).
+SAME_RUN = (("model",), ("method", "name"), ("method", "time_steps"), ("method", "mode"), ("optim", "name"),
+            ("data", "name"))
+
+
+def same_run(saved: dict, cfg: dict, path) -> None:
+    """Raise ``CheckpointError`` when ``cfg`` describes another run than the checkpoint's ``saved``."""
+    for keys in SAME_RUN:
+        a, b = saved, cfg
+        for k in keys:
+            a = a.get(k) if isinstance(a, dict) else None
+            b = b.get(k) if isinstance(b, dict) else None
+        if a != b:
+            where = ".".join(keys)
+            raise ckpt.CheckpointError(f"--resume: {path} was trained with another {where} "
+                                       f"({short(a)} there, {short(b)} here); resume with the run's config.yaml")
