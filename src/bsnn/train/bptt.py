@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from spikingjelly.activation_based import functional
 
-from .losses import StepLoss, logits
+from .losses import logits
 from .method import Method, optimizer_step, sequence
 
 __all__ = ["BPTTMethod", "LOSSES"]
@@ -23,11 +23,8 @@ class BPTTMethod(Method):
                  teacher=None, amp_dtype: torch.dtype | None = None, loss_lambda: float | None = None):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if loss_lambda is not None:
-            if criterion is not None:
-                raise ValueError("give loss_lambda or criterion, not both")
-            criterion = StepLoss(loss_lambda)
-        super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype)
+        super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype,
+                         loss_lambda=loss_lambda)
         self.loss = loss
 
     def _forward(self, model, x):

@@ -56,9 +56,14 @@ class Method:
     step_mode = "s"
 
     def __init__(self, time_steps: int, *, temporal: bool = False, criterion: StepLoss | None = None,
-                 teacher=None, amp_dtype: torch.dtype | None = None):
+                 teacher=None, amp_dtype: torch.dtype | None = None, loss_lambda: float | None = None):
+        """``loss_lambda`` is a shorthand for ``criterion=StepLoss(loss_lambda)``."""
         if time_steps < 1:
             raise ValueError(f"time_steps must be >= 1, got {time_steps}")
+        if loss_lambda is not None:
+            if criterion is not None:
+                raise ValueError("give loss_lambda or criterion, not both")
+            criterion = StepLoss(loss_lambda)
         self.T, self.temporal, self.amp_dtype = time_steps, temporal, amp_dtype
         self.criterion = criterion if criterion is not None else StepLoss()
         self.teacher = teacher          # needed for training with soft/hard distillation, not for predict

@@ -28,15 +28,10 @@ class OnlineMethod(Method):
 
     def __init__(self, time_steps: int, mode: str = "realtime", *, temporal: bool = False, criterion=None,
                  teacher=None, amp_dtype: torch.dtype | None = None, loss_lambda: float | None = None):
-        from .losses import StepLoss
-
         if mode not in ("realtime", "accumulated"):
             raise ValueError(f"mode must be 'realtime' or 'accumulated', got {mode!r}")
-        if loss_lambda is not None:
-            if criterion is not None:
-                raise ValueError("give loss_lambda or criterion, not both")
-            criterion = StepLoss(loss_lambda)
-        super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype)
+        super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype,
+                         loss_lambda=loss_lambda)
         self.mode = mode
 
     @torch.no_grad()
