@@ -11,8 +11,6 @@ rows of binary weights are padded to 64 bits, and a JSON header of a few KB desc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +19,11 @@ from torch import nn
 from ..measure.params import count_parameters
 from ..runtime.format import FORMAT, VERSION, WORD_BITS, pack_signs
 from .lower import Graph, lower
+from ..train.checkpoint import atomic_write_bytes
 
 __all__ = ["save_packed", "packed_bytes", "packed_tensors", "in_memory", "node_shapes", "REAL_DTYPES"]
 
 REAL_DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)            # mkstemp's 0600 -> what open() would have given
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def description(graph: Graph, time_steps: int, input_shape, temporal: bool = False, class_names=None,
@@ -103,5 +85,5 @@ def save_packed(model: nn.Module, path: str | Path, time_steps: int, input_shape
     desc = description(graph, time_steps, input_shape, temporal, class_names, real_dtype, bits, source)
     data = packed_bytes(graph, desc, real_dtype)
     path = Path(path)
-    _atomic_write(path, data)
+    atomic_write_bytes(data, path)
     return {"path": str(path), "bytes": len(data), "summary_bits": bits}

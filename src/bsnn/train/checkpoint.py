@@ -28,7 +28,7 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["atomic_save", "atomic_write_text", "load", "load_run", "load_model_state", "rng_state",
+__all__ = ["atomic_save", "atomic_write_bytes", "atomic_write_text", "load", "load_run", "load_model_state", "rng_state",
            "set_rng_state", "clean_stale_temporaries", "CheckpointError"]
 
 GUARANTEES = "README, 'Guarantees'"
@@ -74,6 +74,10 @@ def _atomic(path: Path, write) -> None:
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    _atomic(Path(path), lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
