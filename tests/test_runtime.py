@@ -21,7 +21,7 @@ from bsnn.nn import BinaryConv2d, BinaryLinear, OnlineLIFNode, SpikingSequential
 
 pytest.importorskip("safetensors")
 from bsnn.runtime import FormatError, load, popcount  # noqa: E402
-from bsnn.runtime.format import padded_k, read  # noqa: E402
+from bsnn.runtime.format import pack_signs, padded_k, read  # noqa: E402
 from bsnn.runtime.ops import im2col  # noqa: E402
 
 
@@ -126,6 +126,25 @@ def test_both_popcount_kernels_agree_with_dense(numpy_bitwise_count, monkeypatch
         assert np.array_equal(popcount.binary_gemm(sw, ww, "numpy"), dense)
         if popcount.kernel() == "numba":
             assert np.array_equal(popcount.binary_gemm(sw, ww, "numba"), dense)
+
+
+@pytest.mark.parametrize("use", ["numpy", "numba"])
+def test_binary_conv_on_bit_planes_equals_float_conv(use):
+    """The im2col-free conv on channel-packed pixels, with pooled-spike bit planes, stride and padding."""
+    if use == "numba" and popcount.kernel() != "numba":
+        pytest.skip("numba is not installed (optional extra 'fast')")
+    rng = np.random.default_rng(1)
+    for c, n, hw, k, stride, pad, d in [(3, 4, 7, 3, 1, 1, 1), (70, 5, 6, 3, 2, 1, 4), (64, 8, 5, 1, 1, 0, 2),
+                                         (130, 3, 9, 3, 2, 0, 1)]:
+        x = rng.integers(0, d + 1, (2, c, hw, hw)).astype(np.float32) / d
+        w = np.where(rng.random((n, c, k, k)) < 0.5, 1, -1)
+        want = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                          stride=stride, padding=pad).numpy()
+        words = popcount.pack_pixels(x, d, (pad, pad), use)
+        assert np.array_equal(words, popcount.pack_pixels(x, d, (pad, pad), "numpy"))
+        w_words = popcount.conv_weight_words(pack_signs(w), c, (k, k))
+        got = popcount.binary_conv(words, w_words, (k, k), (stride, stride), d=d, use=use)
+        assert got.dtype == np.float32 and np.array_equal(got, want.astype(np.float32))
 
 
 @pytest.mark.parametrize("kernel", ["numpy", "numba"])

@@ -1,4 +1,4 @@
-"""The compiled popcount GEMM (numba; optional extra ``fast``). Imported only when numba is installed;
+"""The compiled popcount kernels (numba; optional extra ``fast``). Imported only when numba is installed;
 module-level functions so that numba can cache their machine code next to this file."""
 from __future__ import annotations
 
@@ -7,51 +7,132 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["binary_gemm"]
+__all__ = ["binary_gemm", "binary_conv", "pack_pixels"]
 
 
 @intrinsic
 def _ctpop(typingctx, x):
-    """LLVM's ``ctpop`` on a uint64: one ``popcnt`` instruction on CPUs that have it."""
+    """LLVM's ``ctpop`` on a uint64 as an int64 (so that sums stay integers): one ``popcnt`` instruction on
+    CPUs that have it."""
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
-    return types.uint64(types.uint64), codegen
+    return types.int64(types.uint64), codegen
 
 
-PARALLEL_WORK = 1 << 24     # word-popcounts below which threads cost more than they save
+PARALLEL_WORK = 1 << 20     # word-popcounts below which a second thread costs more than it saves
 
 
-def _gemm_rows(s, w, out, i):
-    words, n = s.shape[1], w.shape[0]
-    ps = 0
-    for k in range(words):
-        ps += _ctpop(s[i, k])
-    for j in range(n):
-        acc = 0
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dot_rows(a, w, out_row):
+    """``out_row[n] = Σ_p 2^p·(2·popcount(a[p] AND w[n]) − popcount(a[p]))`` for the planes ``a [P, W]``."""
+    planes, words = a.shape
+    for n in range(w.shape[0]):
+        total = 0
+        for p in range(planes):
+            acc = 0
+            for k in range(words):
+                acc += _ctpop(a[p, k] & w[n, k])
+            total += (2 * acc) << p
+        out_row[n] = total
+    for p in range(planes):
+        ps = 0
         for k in range(words):
-            acc += _ctpop(s[i, k] & w[j, k])
-        out[i, j] = 2 * acc - ps
+            ps += _ctpop(a[p, k])
+        for n in range(w.shape[0]):
+            out_row[n] -= ps << p
 
 
-_row = numba.njit(cache=True, nogil=True, inline="always")(_gemm_rows)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc):
+    """Output row ``r = b·OH + oy``: gather each pixel's patch (planes × kh·kw·CW words) and dot it with
+    every channel's row into ``acc [OW, N]``; then write ``fma(acc/d, scale, bias)`` (float64, rounded
+    once) along the row of each NCHW channel (contiguous stores: channel-strided ones cost more than the
+    popcounts)."""
+    oh = out.shape[2]
+    b, oy = r // oh, r % oh
+    for ox in range(out.shape[3]):
+        for p in range(x.shape[0]):
+            q = 0
+            for i in range(kh):
+                for j in range(kw):
+                    for c in range(x.shape[4]):
+                        patch[p, q] = x[p, b, oy * sh + i, ox * sw + j, c]
+                        q += 1
+        _dot_rows(patch, w, acc[ox])
+    for n in range(w.shape[0]):
+        for ox in range(out.shape[3]):
+            a = np.float32(acc[ox, n]) * inv_d
+            if fma:
+                out[b, n, oy, ox] = np.float32(np.float64(a) * np.float64(scale[n]) + np.float64(bias[n]))
+            else:
+                out[b, n, oy, ox] = a + bias[n]
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_serial(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
+    patch, acc = np.empty((x.shape[0], w.shape[1]), np.uint64), np.empty((out.shape[3], w.shape[0]), np.int64)
+    for r in range(out.shape[0] * out.shape[2]):
+        _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _conv_parallel(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
+    for r in numba.prange(out.shape[0] * out.shape[2]):
+        patch, acc = np.empty((x.shape[0], w.shape[1]), np.uint64), np.empty((out.shape[3], w.shape[0]), np.int64)
+        _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pack_pixels(x, d, planes, ph, pw):
+    bsz, h, wd, c = x.shape
+    out = np.zeros((planes, bsz, h + 2 * ph, wd + 2 * pw, (c + 63) // 64), np.uint64)
+    for b in range(bsz):
+        for i in range(h):
+            for j in range(wd):
+                for word in range(out.shape[4]):
+                    for p in range(planes):
+                        bits = np.uint64(0)
+                        for ch in range(word * 64, min(c, word * 64 + 64)):
+                            q = np.int64(np.rint(x[b, i, j, ch] * d))
+                            bits |= np.uint64((q >> p) & 1) << np.uint64(ch & 63)
+                        out[p, b, i + ph, j + pw, word] = bits
+    return out
+
+
+def pack_pixels(x, d, planes, ph, pw):
+    """``x float32 [B, C, H, W]`` of ``q/d`` -> ``uint64 [planes, B, H+2ph, W+2pw, ceil(C/64)]``."""
+    return _pack_pixels(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), d, planes, ph, pw)
 
 
 @numba.njit(cache=True, nogil=True)
 def _gemm_serial(s, w, out):
-    for i in range(s.shape[0]):
-        _row(s, w, out, i)
+    for i in range(s.shape[1]):
+        _dot_rows(s[:, i], w, out[i])
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _gemm_parallel(s, w, out):
-    for i in numba.prange(s.shape[0]):
-        _row(s, w, out, i)
+    for i in numba.prange(s.shape[1]):
+        _dot_rows(s[:, i], w, out[i])
 
 
 def binary_gemm(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Rows split over threads only for large products: a thread pool's wake-up costs milliseconds on a
-    busy machine, more than a small layer's whole GEMM."""
-    out = np.empty((s.shape[0], w.shape[0]), np.int32)
-    big = s.shape[0] * s.shape[1] * w.shape[0] >= PARALLEL_WORK
+    """``s [P, M, W]`` bit planes, ``w [N, W]`` -> ``int32 [M, N]``; rows split over threads only for large
+    products (a thread's wake-up costs more than a small layer's whole product)."""
+    out = np.empty((s.shape[1], w.shape[0]), np.int32)
+    big = s.size * w.shape[0] >= PARALLEL_WORK
     (_gemm_parallel if big else _gemm_serial)(s, w, out)
+    return out
+
+
+def binary_conv(x, w, kernel, stride, out_size, scale, bias, d):
+    """``x [P, B, Hp, Wp, CW]`` padded pixel words, ``w [N, kh·kw·CW]`` -> ``float32 [B, N, OH, OW]``:
+    ``fma(acc/d, scale, bias)`` with a scale (``ops.epilogue``'s rounding), else ``acc/d + bias``."""
+    out = np.empty((x.shape[1], w.shape[0], *out_size), np.float32)
+    big = x.shape[0] * out.size * w.shape[1] >= PARALLEL_WORK
+    fma = scale is not None
+    scale = np.ones(w.shape[0], np.float32) if scale is None else scale.astype(np.float32, copy=False)
+    bias = np.zeros(w.shape[0], np.float32) if bias is None else bias.astype(np.float32, copy=False)
+    (_conv_parallel if big else _conv_serial)(x, w, kernel[0], kernel[1], stride[0], stride[1],
+                                              scale, bias, fma, np.float32(1.0 / d), out)
     return out

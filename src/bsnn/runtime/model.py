@@ -10,13 +10,14 @@ give the same integers for binary layers and the same rounding afterwards (see `
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from . import ops
 from .format import padded_k, read, unpack_signs
-from .popcount import binary_gemm, pack_rows
+from .popcount import binary_conv, binary_gemm, blas_single_thread, conv_weight_words, pack_pixels, pack_rows
 
 __all__ = ["PackedModel", "load"]
 
@@ -84,9 +85,12 @@ class PackedModel:
         return w
 
     def _weight_words(self, n: dict) -> np.ndarray:
+        """Binary weight bits as ``uint64`` rows; a conv's in the pixel-word order of ``pack_pixels``."""
         w = self._words.get(n["name"])
         if w is None:
-            self._words[n["name"]] = w = np.ascontiguousarray(self._t[n["name"] + ".weight"]).view("<u8")
+            raw = np.ascontiguousarray(self._t[n["name"] + ".weight"])
+            w = conv_weight_words(raw, n["in_channels"], n["kernel"]) if n["op"] == "conv2d" else raw.view("<u8")
+            self._words[n["name"]] = w
         return w
 
     # -- layers --------------------------------------------------------------------------------------
@@ -96,23 +100,23 @@ class PackedModel:
         conv = n["op"] == "conv2d"
         if self.mode == "packed" and n["binary"] and d:
             q = x.astype(np.uint8) if d == 1 else np.rint(x * d).astype(np.uint8)
-            if conv:
-                q, size = ops.im2col(q, n["kernel"], n["stride"], n["padding"])
-            else:
-                q, size = q.reshape(len(q), -1), None
-            k_pad, words = padded_k(q.shape[1]), self._weight_words(n)
-            acc = binary_gemm(pack_rows(q if d == 1 else q & 1, k_pad), words, self.kernel)
-            for b in range(1, int(d).bit_length()):
-                acc += binary_gemm(pack_rows((q >> b) & 1, k_pad), words, self.kernel) << b
-            return (acc if d == 1 else acc.astype(np.float32) / np.float32(d)), size
+            planes = np.stack([(q >> b) & 1 for b in range(int(d).bit_length())]) if d > 1 else q[None]
+            flat = planes.reshape(len(planes), len(x), -1)
+            acc = binary_gemm(pack_rows(flat, padded_k(flat.shape[-1])), self._weight_words(n), self.kernel)
+            return (acc if d == 1 else acc.astype(np.float32) / np.float32(d)), None
         if conv:
             cols, size = ops.im2col(x, n["kernel"], n["stride"], n["padding"])
             return cols @ self.dense_weight(n), size
         return x.reshape(len(x), -1) @ self.dense_weight(n), None
 
     def _weight_layer(self, n: dict, x: np.ndarray) -> np.ndarray:
+        scale, bias = self._t.get(n["name"] + ".scale"), self._t.get(n["name"] + ".bias")
+        d = self.domain[n["inputs"][0]]
+        if self.mode == "packed" and n["binary"] and d and n["op"] == "conv2d":
+            words = pack_pixels(x, d, n["padding"], self.kernel)
+            return binary_conv(words, self._weight_words(n), n["kernel"], n["stride"], scale, bias, d, self.kernel)
         acc, size = self._accumulate(n, x)
-        y = ops.epilogue(acc, self._t.get(n["name"] + ".scale"), self._t.get(n["name"] + ".bias"))
+        y = ops.epilogue(acc, scale, bias)
         if size is None:
             return y
         return np.ascontiguousarray(y.reshape(len(x), *size, -1).transpose(0, 3, 1, 2))
@@ -176,9 +180,10 @@ class PackedModel:
         x = self.check_input(x)
         self.reset()
         total = None
-        for t in range(self.time_steps):
-            out = self.step(x[:, t] if self.temporal else x, record)
-            total = out.copy() if total is None else total + out
+        with blas_single_thread(self.kernel) if self.mode == "packed" else contextlib.nullcontext():
+            for t in range(self.time_steps):
+                out = self.step(x[:, t] if self.temporal else x, record)
+                total = out.copy() if total is None else total + out
         self.reset()
         return total
 
