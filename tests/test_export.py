@@ -93,6 +93,8 @@ def test_bn_folded_into_layer_and_standalone_affine():
     ("mlp", dict(in_features=64, hidden=(512, 512)), (1, 8, 8)),             # the digits demo model
     ("vgg11", dict(), (3, 32, 32)),
     ("resnet18", dict(stem="cifar"), (3, 32, 32)),
+    ("sei_resnet_tiny", dict(widths=(32, 64), stem="small", in_channels=3, binarizer="channel_scaled"),
+     (3, 32, 32)),        # per-channel scales derived from latent weights: 32-bit in the summary and the file
 ])
 def test_file_size_matches_summary(name, kwargs, shape, tmp_path):
     model = models.create(name, num_classes=10, **kwargs)

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from ..nn.binarize import Binarizer
 from ..nn.binary import BinaryParameter
 
 __all__ = ["ParameterCount", "count_parameters"]
@@ -15,11 +16,12 @@ class ParameterCount:
     binary: int        # 1-bit weights (exact ±1 or latent, deployed as 1 bit)
     real: int          # 32-bit parameters
     buffers: int       # 32-bit floating buffers (BN running mean/var)
+    scales: int = 0    # 32-bit scales a binarizer derives from latent weights (deployed with the signs)
 
     @property
     def bits(self) -> int:
-        """Parameters only: binary at 1 bit, real at 32 bits."""
-        return self.binary + 32 * self.real
+        """What a deployed model holds: binary weights at 1 bit, real parameters and scales at 32 bits."""
+        return self.binary + 32 * (self.real + self.scales)
 
     @property
     def bits_with_buffers(self) -> int:
@@ -38,4 +40,6 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     binary = sum(p.numel() for p in model.parameters() if isinstance(p, BinaryParameter))
     real = sum(p.numel() for p in model.parameters() if not isinstance(p, BinaryParameter))
     buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
-    return ParameterCount(binary, real, buffers)
+    scales = sum(m.binarizer.scale_count(m.weight) for m in model.modules()
+                 if isinstance(getattr(m, "binarizer", None), Binarizer) and isinstance(m.weight, BinaryParameter))
+    return ParameterCount(binary, real, buffers, scales)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..nn.binary import BinaryParameter, is_binary
 from ..nn.trace import TraceRouted
+from .params import count_parameters
 
 __all__ = ["LayerRow", "Summary", "summary", "E_MAC_PJ", "E_AC_PJ"]
 
@@ -156,13 +157,9 @@ def _macs(layer: nn.Module, y: torch.Tensor) -> float:
 
 
 def _own_counts(m: nn.Module) -> tuple[int, int, int]:
-    params = list(m.parameters(recurse=False))
-    if isinstance(m, TraceRouted):
-        params = list(m.layer.parameters())
-    b = sum(p.numel() for p in params if isinstance(p, BinaryParameter))
-    r = sum(p.numel() for p in params if not isinstance(p, BinaryParameter))
-    buf = sum(x.numel() for x in m.buffers(recurse=False) if x.is_floating_point())
-    return b, r, buf
+    """(binary, real incl. a binarizer's derived scales, buffers) of one listed layer (``count_parameters``)."""
+    c = count_parameters(m.layer if isinstance(m, TraceRouted) else m)
+    return c.binary, c.real + c.scales, c.buffers
 
 
 @torch.no_grad()

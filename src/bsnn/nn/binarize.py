@@ -65,6 +65,10 @@ def sign_ste(w: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
 class Binarizer(nn.Module):
     """Base class: maps a latent real weight to its binary forward value."""
 
+    def scale_count(self, weight: torch.Tensor) -> int:
+        """Real scalars the deployed layer needs besides the signs (a per-channel or per-layer scale)."""
+        return 0
+
 
 class SignSTE(Binarizer):
     """Sign with the clipped straight-through estimator (Courbariaux et al. 2016)."""
@@ -104,6 +108,9 @@ class ScaledSign(Binarizer):
             scale = torch.exp2(torch.round(torch.log2(w_std.abs().flatten(1).mean(1))))
         return _TanhSignFn.apply(w_std, self.t, self.k) * scale.view(-1, *([1] * (w.dim() - 1)))
 
+    def scale_count(self, weight: torch.Tensor) -> int:
+        return weight.shape[0]
+
     def extra_repr(self) -> str:
         return f"t={self.t:.4g} (from {self.t_start} to {self.t_end})"
 
@@ -135,6 +142,9 @@ class CenteredScaledSign(Binarizer):
         if self.scale == "none":
             return b
         return b * self._reduce(w.detach().abs(), self.scale)
+
+    def scale_count(self, weight: torch.Tensor) -> int:
+        return {"none": 0, "channel": weight.shape[0], "layer": 1}[self.scale]
 
     def extra_repr(self) -> str:
         return f"center={self.center}, scale={self.scale}, ste={self.ste}"
