@@ -170,3 +170,37 @@ def test_summary_plot_and_bench_commands(tmp_path, capsys):
     assert code == 0 and text.count("wrote") == 5
     code, _, err = run(["plot", str(tmp_path / "nothing.txt")], capsys)
     assert code == 2
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["train", "--recipe", "digits_tbs"], "did you mean 'digits_tbso'?"),
+    (["train", "--recipe", "digits_tbso", "--set", "optim.treshold=1e-6"], "did you mean 'threshold'?"),
+    (["train", "--recipe", "digits_tbso", "--set", "model.hiden=[8]"], "did you mean 'hidden'?"),
+    (["train", "--recipe", "digits_tbso", "--set", "trian.epochs=1"], "did you mean 'train'?"),
+    (["summary", "--model", "vgg1", "--input-shape", "3", "32", "32"], "did you mean 'vgg11'?"),
+])
+def test_unknown_names_suggest_the_closest(args, hint, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert hint in err and len(err.splitlines()) == 1
+
+
+def test_version_listings_and_print_config(capsys, tmp_path):
+    from bsnn import __version__
+    from bsnn.data.registry import list_datasets
+    from bsnn.models import list_models
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"bsnn {__version__}"
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == list_models() and "hidden" in out
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()] == list_datasets() and "1x8x8" in out
+    os.chdir(tmp_path)
+    assert main(["train", "--recipe", "digits_tbso", "--set", "train.epochs=3", "--print-config"]) == 0
+    import yaml
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["train"]["epochs"] == 3 and cfg["model"]["name"] == "mlp" and not list(tmp_path.iterdir())

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError, one_line, short
+from . import __version__
+from .errors import UserError, did_you_mean, one_line, short
 
 __all__ = ["main"]
 
@@ -71,6 +72,9 @@ def cmd_train(args) -> int:
 
     with _deferred_warnings():
         cfg = resolve(load_recipe(args.recipe), args.set)
+        if args.print_config:
+            print(yaml.safe_dump(cfg, sort_keys=False).rstrip())
+            return 0
         out = _run_folder(args, cfg)
         state = ckpt.load_run(out / "checkpoint.pt") if args.resume else None
         trainer = build_trainer(cfg, out_dir=out)       # validates data before anything is written
@@ -218,7 +222,8 @@ def cmd_summary(args) -> int:
         if not args.model or not args.input_shape:
             raise UserError("summary needs --recipe NAME, --checkpoint PATH, or --model NAME with --input-shape C H W")
         if args.model not in models.list_models():
-            raise UserError(f"unknown model {args.model!r}; known: {', '.join(models.list_models())}")
+            raise UserError(f"unknown model {short(args.model)}{did_you_mean(args.model, models.list_models())}; "
+                            f"known: {', '.join(models.list_models())}")
         kwargs = {}
         for item in args.set:
             if "=" not in item:
@@ -378,6 +383,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .models import list_models, model_signature
+
+    for name in list_models():
+        params = ", ".join(p for p in model_signature(name).parameters if p not in ("kit", "kwargs"))
+        print(f"{name:28s} {params}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data.registry import dataset_info, dataset_signature, list_datasets
+
+    for name in list_datasets():
+        info = dataset_info(name)
+        shape = "x".join(map(str, info.input_shape)) + (" frames" if info.temporal else "")
+        options = ", ".join(p for p in dataset_signature(name).parameters if p != "kwargs")
+        print(f"{name:20s} {info.num_classes:>5} classes  {shape:18s} {options}")
+    return 0
+
+
 def cmd_recipes(args) -> int:
     from .recipes import list_recipes, load_recipe
 
@@ -389,6 +414,7 @@ def cmd_recipes(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bsnn", description="Binary spiking neural networks.")
+    p.add_argument("--version", action="version", version=f"bsnn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train from a recipe")
     t.add_argument("--recipe", required=True, help="recipe name (`bsnn recipes`) or a .yaml path")
@@ -396,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set optim.threshold=1e-6 (repeatable)")
     t.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (recipe + defaults + --set) as YAML and exit")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
     e.add_argument("--checkpoint", required=True)
@@ -458,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
     r = sub.add_parser("recipes", help="list the shipped recipes")
     r.set_defaults(fn=cmd_recipes)
+    sub.add_parser("models", help="list the registered models and their options").set_defaults(fn=cmd_models)
+    sub.add_parser("datasets", help="list the registered datasets").set_defaults(fn=cmd_datasets)
     return p
 
 
@@ -480,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bsnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                   # `bsnn models | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

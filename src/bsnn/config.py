@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, short
+from .errors import ConfigError, did_you_mean, short
 
 __all__ = ["DEFAULTS", "OPTIONAL", "resolve", "apply_overrides", "validate", "parse_value", "yaml_load",
            "OPTIMIZER_KEYS"]
@@ -174,7 +174,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         node = cfg
         for p in parts[:-1]:
             if p not in node or not isinstance(node[p], dict):
-                raise ConfigError(f"--set: unknown section {short('.'.join(parts[:-1]))} in {short(key)}")
+                raise ConfigError(f"--set: unknown section {short('.'.join(parts[:-1]))} in {short(key)}"
+                                  f"{did_you_mean(p, [k for k, v in node.items() if isinstance(v, dict)])}")
             node = node[p]
         value = parse_value(text)
         if _expects_str(parts) and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -244,8 +245,8 @@ def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: se
             raise ConfigError(f"{section}.{k} is set by bsnn from the data and method; remove it")
         if k not in defaults:
             allowed = sorted(set(defaults) - injected)
-            raise ConfigError(f"{section}.{_name(k)}: unknown option for {section} {cfg['name']!r}; "
-                              f"allowed: {', '.join(allowed) or 'none'}")
+            raise ConfigError(f"{section}.{_name(k)}: unknown option for {section} {cfg['name']!r}"
+                              f"{did_you_mean(k, allowed)}; allowed: {', '.join(allowed) or 'none'}")
         default = defaults[k]
         if default is not inspect.Parameter.empty:
             cfg[k] = _check_type(f"{section}.{k}", v, default if not isinstance(default, tuple) else list(default))
@@ -261,7 +262,8 @@ def validate(cfg: dict) -> dict:
     cfg = copy.deepcopy(cfg)
     for k in cfg:
         if k not in DEFAULTS:
-            raise ConfigError(f"unknown top-level key {_name(k)!r}; allowed: {', '.join(DEFAULTS)}")
+            raise ConfigError(f"unknown top-level key {_name(k)!r}{did_you_mean(k, DEFAULTS)}; "
+                              f"allowed: {', '.join(DEFAULTS)}")
     for section, defaults in DEFAULTS.items():
         if not isinstance(defaults, dict):
             if section in cfg:
@@ -276,7 +278,8 @@ def validate(cfg: dict) -> dict:
             elif k in defaults:
                 sec[k] = _check_type(f"{section}.{k}", v, defaults[k])
             elif section not in ("model", "data"):
-                raise ConfigError(f"{section}.{_name(k)}: unknown key; allowed: {', '.join(defaults)}")
+                raise ConfigError(f"{section}.{_name(k)}: unknown key{did_you_mean(k, defaults)}; "
+                                  f"allowed: {', '.join(defaults)}")
             if (section, k) in CHOICES and sec[k] not in CHOICES[(section, k)]:
                 raise ConfigError(f"{section}.{k}: {short(sec[k])} is not one of "
                                   f"{', '.join(CHOICES[(section, k)])}")

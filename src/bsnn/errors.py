@@ -4,9 +4,10 @@ Messages quote user values through :func:`short`, so that a huge value never mak
 """
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Iterable
 
-__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteError", "short", "one_line"]
+__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteError", "short", "one_line", "did_you_mean"]
 
 MAX_VALUE = 60          # characters of a quoted value
 MAX_LINE = 400          # characters of a whole message
@@ -42,3 +43,9 @@ def one_line(message: str, limit: int = MAX_LINE) -> str:
     """A message as one line of at most ``limit`` characters."""
     text = " ".join(str(message).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

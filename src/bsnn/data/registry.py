@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DatasetError, one_line
+from ..errors import DatasetError, did_you_mean, one_line
 
 __all__ = ["DataBundle", "DatasetInfo", "register_dataset", "create", "list_datasets", "dataset_signature",
            "dataset_info"]
@@ -57,7 +57,7 @@ def list_datasets() -> list[str]:
 
 def _get(name: str):
     if name not in _DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+        raise KeyError(f"unknown dataset {name!r}{did_you_mean(name, _DATASETS)}; known: {', '.join(list_datasets())}")
     return _DATASETS[name]
 
 

@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import did_you_mean
+
 __all__ = ["register_model", "create", "list_models", "model_signature"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -30,7 +32,7 @@ def model_signature(name: str) -> inspect.Signature:
 
 def _get(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+        raise KeyError(f"unknown model {name!r}{did_you_mean(name, _MODELS)}; known: {', '.join(list_models())}")
     return _MODELS[name]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean, short
 
 __all__ = ["list_recipes", "load_recipe"]
 
@@ -28,7 +28,8 @@ def load_recipe(name: str) -> dict:
     elif name.endswith((".yaml", ".yml")) and Path(name).is_file():
         text = Path(name).read_text()
     else:
-        raise ConfigError(f"unknown recipe {name!r}; `bsnn recipes` lists them (or pass a .yaml path)")
+        raise ConfigError(f"unknown recipe {short(name)}{did_you_mean(name, files)}; `bsnn recipes` lists them "
+                          "(or pass a .yaml path)")
     from ..config import yaml_load
 
     try:
