@@ -5,9 +5,11 @@ Messages quote user values through :func:`short`, so that a huge value never mak
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any, Iterable
 
-__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteError", "short", "one_line", "did_you_mean"]
+__all__ = ["UserError", "ConfigError", "DatasetError", "NonFiniteError", "short", "one_line", "did_you_mean",
+           "require"]
 
 MAX_VALUE = 60          # characters of a quoted value
 MAX_LINE = 400          # characters of a whole message
@@ -49,3 +51,12 @@ def did_you_mean(word: Any, choices: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest choice, or ``""`` when none is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional dependency, or raise a one-line ``UserError`` naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{purpose} needs the optional package {module.split('.')[0]!r}: "
+                        f"pip install 'bsnn[{extra}]'") from None

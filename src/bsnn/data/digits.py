@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
+from ..errors import require
 from .loader import TensorPairs
 from .registry import DataBundle, register_dataset
 
@@ -16,8 +15,10 @@ def digits(root: str | None = None, test_fraction: float = 0.2, split_seed: int 
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if not 0 <= split_seed < 2**32:
         raise ValueError(f"split_seed must be in [0, 2**32), got {split_seed}")
-    x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=split_seed,
+    sklearn_datasets = require("sklearn.datasets", "digits", "the digits dataset")
+    split = require("sklearn.model_selection", "digits", "the digits dataset").train_test_split
+    x, y = sklearn_datasets.load_digits(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = split(x, y, test_size=test_fraction, random_state=split_seed,
                                               stratify=y)
     to_x = lambda a: torch.tensor(a, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0  # noqa: E731
     return DataBundle(TensorPairs(to_x(x_tr), torch.tensor(y_tr)),

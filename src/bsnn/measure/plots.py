@@ -7,13 +7,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from ..errors import UserError, require
 
-matplotlib.use("Agg")
+require("matplotlib", "plots", "plotting").use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ..errors import UserError  # noqa: E402
 
 __all__ = ["plot_run", "plot_csv", "plot_ensemble", "plot"]
 
