@@ -122,7 +122,7 @@ def test_both_popcount_kernels_agree_with_dense(numpy_bitwise_count, monkeypatch
         w = np.where(rng.random((n, k)) < 0.5, 1, -1)
         dense = s.astype(np.int64) @ w.T
         sw = popcount.pack_rows(s, padded_k(k))
-        ww = popcount.pack_rows((w > 0).astype(np.uint8), padded_k(k))
+        ww = popcount.pack_rows((w > 0).astype(np.uint8), padded_k(k)).T
         assert np.array_equal(popcount.binary_gemm(sw, ww, "numpy"), dense)
         if popcount.kernel() == "numba":
             assert np.array_equal(popcount.binary_gemm(sw, ww, "numba"), dense)

@@ -23,27 +23,24 @@ PARALLEL_WORK = 1 << 20     # word-popcounts below which a second thread costs m
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _dot_rows(a, w, out_row):
-    """``out_row[n] = Σ_p 2^p·(2·popcount(a[p] AND w[n]) − popcount(a[p]))`` for the planes ``a [P, W]``."""
-    planes, words = a.shape
-    for n in range(w.shape[0]):
-        total = 0
-        for p in range(planes):
-            acc = 0
-            for k in range(words):
-                acc += _ctpop(a[p, k] & w[n, k])
-            total += (2 * acc) << p
-        out_row[n] = total
-    for p in range(planes):
+def _dot(a, wt, out_row, acc):
+    """``out_row[n] = Σ_p 2^p·(2·popcount(a[p] AND wt[:, n]) − popcount(a[p]))`` for planes ``a [P, W]``.
+    The innermost loop runs over output channels (``wt [W, N]``, contiguous in n), which LLVM vectorises."""
+    out_row[:] = 0
+    for p in range(a.shape[0]):
+        acc[:] = 0
         ps = 0
-        for k in range(words):
-            ps += _ctpop(a[p, k])
-        for n in range(w.shape[0]):
-            out_row[n] -= ps << p
+        for k in range(a.shape[1]):
+            x = a[p, k]
+            ps += _ctpop(x)
+            for n in range(wt.shape[1]):
+                acc[n] += _ctpop(x & wt[k, n])
+        for n in range(wt.shape[1]):
+            out_row[n] += (2 * acc[n] - ps) << p
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc):
+def _conv_row(x, wt, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc, tmp):
     """Output row ``r = b·OH + oy``: gather each pixel's patch (planes × kh·kw·CW words) and dot it with
     every channel's row into ``acc [OW, N]``; then write ``fma(acc/d, scale, bias)`` (float64, rounded
     once) along the row of each NCHW channel (contiguous stores: channel-strided ones cost more than the
@@ -58,8 +55,8 @@ def _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
                     for c in range(x.shape[4]):
                         patch[p, q] = x[p, b, oy * sh + i, ox * sw + j, c]
                         q += 1
-        _dot_rows(patch, w, acc[ox])
-    for n in range(w.shape[0]):
+        _dot(patch, wt, acc[ox], tmp)
+    for n in range(wt.shape[1]):
         for ox in range(out.shape[3]):
             a = np.float32(acc[ox, n]) * inv_d
             if fma:
@@ -68,18 +65,25 @@ def _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
                 out[b, n, oy, ox] = a + bias[n]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _buffers(x, wt, out):
+    """One thread's scratch: the patch, the row's accumulators, one pixel's plane accumulator."""
+    return (np.empty((x.shape[0], wt.shape[0]), np.uint64), np.empty((out.shape[3], wt.shape[1]), np.int64),
+            np.empty(wt.shape[1], np.int64))
+
+
 @numba.njit(cache=True, nogil=True)
-def _conv_serial(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
-    patch, acc = np.empty((x.shape[0], w.shape[1]), np.uint64), np.empty((out.shape[3], w.shape[0]), np.int64)
+def _conv_serial(x, wt, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
+    patch, acc, tmp = _buffers(x, wt, out)
     for r in range(out.shape[0] * out.shape[2]):
-        _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
+        _conv_row(x, wt, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc, tmp)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _conv_parallel(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
+def _conv_parallel(x, wt, kh, kw, sh, sw, scale, bias, fma, inv_d, out):
     for r in numba.prange(out.shape[0] * out.shape[2]):
-        patch, acc = np.empty((x.shape[0], w.shape[1]), np.uint64), np.empty((out.shape[3], w.shape[0]), np.int64)
-        _conv_row(x, w, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc)
+        patch, acc, tmp = _buffers(x, wt, out)
+        _conv_row(x, wt, kh, kw, sh, sw, scale, bias, fma, inv_d, out, r, patch, acc, tmp)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -105,34 +109,36 @@ def pack_pixels(x, d, planes, ph, pw):
 
 
 @numba.njit(cache=True, nogil=True)
-def _gemm_serial(s, w, out):
+def _gemm_serial(s, wt, out):
+    tmp = np.empty(wt.shape[1], np.int64)
     for i in range(s.shape[1]):
-        _dot_rows(s[:, i], w, out[i])
+        _dot(s[:, i], wt, out[i], tmp)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _gemm_parallel(s, w, out):
+def _gemm_parallel(s, wt, out):
     for i in numba.prange(s.shape[1]):
-        _dot_rows(s[:, i], w, out[i])
+        _dot(s[:, i], wt, out[i], np.empty(wt.shape[1], np.int64))
 
 
-def binary_gemm(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``s [P, M, W]`` bit planes, ``w [N, W]`` -> ``int32 [M, N]``; rows split over threads only for large
+def binary_gemm(s: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """``s [P, M, W]`` bit planes, ``wt [W, N]`` -> ``int32 [M, N]``; rows split over threads only for large
     products (a thread's wake-up costs more than a small layer's whole product)."""
-    out = np.empty((s.shape[1], w.shape[0]), np.int32)
-    big = s.size * w.shape[0] >= PARALLEL_WORK
-    (_gemm_parallel if big else _gemm_serial)(s, w, out)
+    out = np.empty((s.shape[1], wt.shape[1]), np.int32)
+    big = s.size * wt.shape[1] >= PARALLEL_WORK
+    (_gemm_parallel if big else _gemm_serial)(s, wt, out)
     return out
 
 
-def binary_conv(x, w, kernel, stride, out_size, scale, bias, d):
-    """``x [P, B, Hp, Wp, CW]`` padded pixel words, ``w [N, kh·kw·CW]`` -> ``float32 [B, N, OH, OW]``:
+def binary_conv(x, wt, kernel, stride, out_size, scale, bias, d):
+    """``x [P, B, Hp, Wp, CW]`` padded pixel words, ``wt [kh·kw·CW, N]`` -> ``float32 [B, N, OH, OW]``:
     ``fma(acc/d, scale, bias)`` with a scale (``ops.epilogue``'s rounding), else ``acc/d + bias``."""
-    out = np.empty((x.shape[1], w.shape[0], *out_size), np.float32)
-    big = x.shape[0] * out.size * w.shape[1] >= PARALLEL_WORK
+    n = wt.shape[1]
+    out = np.empty((x.shape[1], n, *out_size), np.float32)
+    big = x.shape[0] * out.size * wt.shape[0] >= PARALLEL_WORK
     fma = scale is not None
-    scale = np.ones(w.shape[0], np.float32) if scale is None else scale.astype(np.float32, copy=False)
-    bias = np.zeros(w.shape[0], np.float32) if bias is None else bias.astype(np.float32, copy=False)
-    (_conv_parallel if big else _conv_serial)(x, w, kernel[0], kernel[1], stride[0], stride[1],
+    scale = np.ones(n, np.float32) if scale is None else scale.astype(np.float32, copy=False)
+    bias = np.zeros(n, np.float32) if bias is None else bias.astype(np.float32, copy=False)
+    (_conv_parallel if big else _conv_serial)(x, wt, kernel[0], kernel[1], stride[0], stride[1],
                                               scale, bias, fma, np.float32(1.0 / d), out)
     return out

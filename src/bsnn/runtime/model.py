@@ -17,7 +17,8 @@ import numpy as np
 
 from . import ops
 from .format import padded_k, read, unpack_signs
-from .popcount import binary_conv, binary_gemm, blas_single_thread, conv_weight_words, pack_pixels, pack_rows
+from .popcount import (binary_conv, binary_gemm, blas_single_thread, conv_weight_words, pack_pixels, pack_rows,
+                       weight_columns)
 
 __all__ = ["PackedModel", "load"]
 
@@ -85,11 +86,11 @@ class PackedModel:
         return w
 
     def _weight_words(self, n: dict) -> np.ndarray:
-        """Binary weight bits as ``uint64`` rows; a conv's in the pixel-word order of ``pack_pixels``."""
+        """Binary weight bits as ``uint64 [words, N]`` columns; a conv's in ``pack_pixels``' word order."""
         w = self._words.get(n["name"])
         if w is None:
             raw = np.ascontiguousarray(self._t[n["name"] + ".weight"])
-            w = conv_weight_words(raw, n["in_channels"], n["kernel"]) if n["op"] == "conv2d" else raw.view("<u8")
+            w = conv_weight_words(raw, n["in_channels"], n["kernel"]) if n["op"] == "conv2d" else weight_columns(raw)
             self._words[n["name"]] = w
         return w
 

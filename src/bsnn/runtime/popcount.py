@@ -6,11 +6,13 @@ channel. Zero padding (of a conv, of a row to 64 bits) is an input bit 0 and cou
 are small integers ``q`` (average-pooled spikes times the window) come as bit planes ``[P, ...]`` and give
 ``Σ_p 2^p·(plane p's product)``.
 
-* ``binary_gemm``: rows of ``uint64`` words (``format.pack_signs``' layout: bit k at word k//64).
+* ``binary_gemm``: spike rows of ``uint64`` words (``format.pack_signs``' layout: bit k at word k//64)
+  against weight *columns* ``[W, N]`` (``weight_columns``: word-major, so that the kernel's innermost loop
+  runs over output channels, which vectorises).
 * ``binary_conv``: a conv without im2col. Spikes are packed along channels per pixel (``pack_pixels``:
-  ``[P, B, H+2p, W+2p, ceil(C/64)]``, zero border included) and the weight rows are reordered to
+  ``[P, B, H+2p, W+2p, ceil(C/64)]``, zero border included) and the weight bits are reordered to
   (kernel row, kernel column, channel word) (``conv_weight_words``); each output pixel gathers its
-  ``kh·kw·ceil(C/64)`` words once and meets every output channel's row.
+  ``kh·kw·ceil(C/64)`` words once and meets every output channel.
 
 Two kernels compute the same integers:
 
@@ -39,8 +41,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .ops import epilogue
 
-__all__ = ["binary_gemm", "binary_conv", "pack_rows", "pack_pixels", "conv_weight_words", "kernel",
-           "popcount_rows"]
+__all__ = ["binary_gemm", "binary_conv", "pack_rows", "pack_pixels", "weight_columns", "conv_weight_words",
+           "kernel", "popcount_rows", "blas_single_thread"]
 
 _POP8 = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
 _BLOCK = 1 << 21          # elements of the [rows, N, words] AND block of the numpy path
@@ -67,13 +69,18 @@ def pack_pixels(x: np.ndarray, d: int, padding, use: str | None = None) -> np.nd
     return np.pad(words, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0))) if ph or pw else words
 
 
+def weight_columns(rows: np.ndarray) -> np.ndarray:
+    """File rows ``uint8 [N, K_pad/8]`` -> ``uint64 [K_pad/64, N]``."""
+    return np.ascontiguousarray(np.ascontiguousarray(rows).view("<u8").T)
+
+
 def conv_weight_words(rows: np.ndarray, channels: int, kernel) -> np.ndarray:
-    """File rows ``uint8 [N, K_pad/8]`` (``F.unfold`` order) -> ``uint64 [N, kh·kw·ceil(C/64)]`` in the
+    """File rows ``uint8 [N, K_pad/8]`` (``F.unfold`` order) -> ``uint64 [kh·kw·ceil(C/64), N]`` in the
     (kernel row, kernel column, channel word) order of ``pack_pixels`` patches."""
     kh, kw = kernel
     bits = np.unpackbits(rows, axis=1, count=channels * kh * kw, bitorder="little")
     bits = bits.reshape(len(rows), channels, kh, kw).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(pack_rows(bits, 64 * -(-channels // 64)).reshape(len(rows), -1))
+    return np.ascontiguousarray(pack_rows(bits, 64 * -(-channels // 64)).reshape(len(rows), -1).T)
 
 
 def _popcount(a: np.ndarray) -> np.ndarray:
@@ -86,23 +93,23 @@ def popcount_rows(s: np.ndarray) -> np.ndarray:
     return _popcount(s).sum(-1, dtype=np.int32)
 
 
-def _gemm_numpy(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``s [M, W]`` (one plane), ``w [N, W]`` -> ``int32 [M, N]``."""
+def _gemm_numpy(s: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """``s [M, W]`` (one plane), ``wt [W, N]`` -> ``int32 [M, N]``."""
     m, words = s.shape
-    n = w.shape[0]
+    n = wt.shape[1]
     out = np.empty((m, n), np.int32)
     step = max(1, _BLOCK // max(1, n * words))
     for i in range(0, m, step):
         blk = s[i:i + step]
-        both = _popcount(np.bitwise_and(blk[:, None, :], w[None, :, :])).sum(-1, dtype=np.int32)
+        both = _popcount(np.bitwise_and(blk[:, :, None], wt[None, :, :])).sum(1, dtype=np.int32)
         out[i:i + step] = 2 * both - popcount_rows(blk)[:, None]
     return out
 
 
-def _planes_numpy(s: np.ndarray, w: np.ndarray) -> np.ndarray:
-    out = _gemm_numpy(s[0], w)
+def _planes_numpy(s: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    out = _gemm_numpy(s[0], wt)
     for p in range(1, len(s)):
-        out += _gemm_numpy(s[p], w) << p
+        out += _gemm_numpy(s[p], wt) << p
     return out
 
 
@@ -144,25 +151,26 @@ def _use_numba(use: str | None) -> bool:
     return True
 
 
-def binary_gemm(s: np.ndarray, w: np.ndarray, use: str | None = None) -> np.ndarray:
-    """``s uint64 [M, W]`` spikes (or ``[P, M, W]`` bit planes), ``w uint64 [N, W]`` weight bits ->
-    ``int32 [M, N]`` of ``Σ s·w``. ``use``: ``"numba"`` or ``"numpy"`` (default: the best available)."""
-    s, w = np.ascontiguousarray(s), np.ascontiguousarray(w)
+def binary_gemm(s: np.ndarray, wt: np.ndarray, use: str | None = None) -> np.ndarray:
+    """``s uint64 [M, W]`` spikes (or ``[P, M, W]`` bit planes), ``wt uint64 [W, N]`` weight columns
+    (``weight_columns``) -> ``int32 [M, N]`` of ``Σ s·w``. ``use``: ``"numba"`` or ``"numpy"`` (default:
+    the best available)."""
+    s, wt = np.ascontiguousarray(s), np.ascontiguousarray(wt)
     s = s[None] if s.ndim == 2 else s
-    return _NUMBA.binary_gemm(s, w) if _use_numba(use) else _planes_numpy(s, w)
+    return _NUMBA.binary_gemm(s, wt) if _use_numba(use) else _planes_numpy(s, wt)
 
 
-def binary_conv(x: np.ndarray, w: np.ndarray, kernel, stride, scale=None, bias=None, d: int = 1,
+def binary_conv(x: np.ndarray, wt: np.ndarray, kernel, stride, scale=None, bias=None, d: int = 1,
                 use: str | None = None) -> np.ndarray:
-    """``x uint64 [P, B, Hp, Wp, CW]`` (``pack_pixels``), ``w uint64 [N, kh·kw·CW]`` (``conv_weight_words``)
+    """``x uint64 [P, B, Hp, Wp, CW]`` (``pack_pixels``), ``wt uint64 [kh·kw·CW, N]`` (``conv_weight_words``)
     -> ``float32 [B, N, OH, OW]``: ``acc = Σ_p 2^p Σ s_p·w`` over each patch, then ``ops.epilogue(acc/d,
     scale, bias)`` (the compiled kernel fuses it, with the same rounding)."""
     (kh, kw), (sh, sw) = kernel, stride
     size = ((x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1)
-    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    x, wt = np.ascontiguousarray(x), np.ascontiguousarray(wt)
     if _use_numba(use):
-        return _NUMBA.binary_conv(x, w, kernel, stride, size, scale, bias, d)
+        return _NUMBA.binary_conv(x, wt, kernel, stride, size, scale, bias, d)
     win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]     # [P, B, OH, OW, CW, kh, kw]
-    acc = _planes_numpy(win.transpose(0, 1, 2, 3, 5, 6, 4).reshape(x.shape[0], -1, w.shape[1]), w)
+    acc = _planes_numpy(win.transpose(0, 1, 2, 3, 5, 6, 4).reshape(x.shape[0], -1, wt.shape[0]), wt)
     y = epilogue(acc if d == 1 else acc.astype(np.float32) / np.float32(d), scale, bias)
     return np.ascontiguousarray(y.reshape(x.shape[1], *size, -1).transpose(0, 3, 1, 2))
