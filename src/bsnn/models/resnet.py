@@ -1,4 +1,4 @@
-"""Bi-Real-style spiking ResNets (BSO spec §4.2): one binary conv per block, real-valued residual stream.
+"""Bi-Real-style spiking ResNets (as in the BSO paper, Liang et al., ICML 2025): one binary conv per block, real-valued residual stream.
 
 Block: ``LIF(x) -> binary 3x3 conv -> BN``, added to the shortcut; spikes exist only at each block's
 conv input. Where the shape changes the shortcut is ``AvgPool2d(2) -> full-precision 1x1 conv -> BN``

@@ -1,4 +1,4 @@
-"""The BSO paper's online spiking VGG-11 (spec §4.1).
+"""The BSO paper's online spiking VGG-11 (Liang et al., ICML 2025).
 
 64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-GAP-FC: a full-precision first conv
 (with bias) and classifier, seven binary 3x3 convs, BatchNorm then LIF after every conv, average

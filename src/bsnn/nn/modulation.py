@@ -1,4 +1,4 @@
-"""AGMM (Liang et al., AAAI 2025) gradient modulation, as reconstructed in ``specs/agmm.md`` §2.2.
+"""AGMM (Liang et al., AAAI 2025) gradient modulation, as reconstructed in ``docs/methods.md`` ("AGMM").
 
 The paper's equations could not be recovered; a secondary summary describes "forward gating with a
 time-dependent factor α[t] and a sigmoid modulation σ(E(X[t]))". This module implements that reading

@@ -1,6 +1,6 @@
 """Spiking neurons.
 
-``OnlineLIFNode`` is the single-step LIF of online training (BSO spec §3.3): soft reset, membrane and
+``OnlineLIFNode`` is the single-step LIF of online training (Liang et al., ICML 2025): soft reset, membrane and
 reset detached (so backpropagation never leaves the current time step) and a presynaptic trace kept
 without grad. SpikingJelly's ``OTTTLIFNode`` has the OTTT trace only and returns a list; BSO also
 needs the NDOT adaptive trace and a tensor output that layers in between (pooling, flatten) can carry,

@@ -4,7 +4,7 @@ The reference implementations (OTTT's ``WrapedSNNOp``, SpikingJelly's ``Gradwith
 run every wrapped layer twice per time step: once on spikes without grad for the value, once on traces
 with grad for the gradient. Here one autograd function computes ``op(spike, W)`` once, saves only the
 trace, and in backward computes ``dW`` from the trace and ``dx = W^T g`` from the weight. Same gradients,
-one convolution fewer per layer and step (``tests/test_trace.py`` checks the equality).
+one convolution fewer per layer and step (``tests/test_nn.py`` checks the equality).
 """
 from __future__ import annotations
 
