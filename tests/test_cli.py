@@ -1,4 +1,5 @@
 """The command line: bad input exits 2 with one line and writes nothing; train/eval/resume work."""
+import json
 import os
 import subprocess
 import sys
@@ -118,6 +119,7 @@ def test_train_eval_resume_and_refuse_overwrite(tmp_path, capsys):
     code, text, _ = run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=1", *common], capsys)
     assert code == 0 and "test accuracy" in text and "binary (1 bit)" in text and "bits" in text
     assert (out / "checkpoint.pt").is_file() and (out / "config.yaml").is_file()
+    assert json.loads((out / "layers.json").read_text())["4"] == "4 BinaryLinear 32→32"   # legends of `bsnn plot`
     code, _, err = run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=1", *common], capsys)
     assert code == 2 and "--resume" in err                   # never overwrite a run
     code, text, _ = run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=2", "--resume", *common],

@@ -1,4 +1,5 @@
 """Measurements: summary counts (hand-computed), synaptic operations and firing rates on constructed input."""
+import json
 import pytest
 import torch
 from torch import nn
@@ -122,3 +123,41 @@ def test_run_plots_and_benchmark_csv_plots_are_written(tmp_path):
     csv.write_text("method,T,peak MiB,saved MiB\nA,1,10,1\nA,2,10,1\nB,1,10,1\nB,2,20,2\n")
     (png,) = plot(csv)
     assert png.suffix == ".png" and png.stat().st_size > 5000
+
+
+def test_plots_name_layers_keep_tick_labels_and_use_whole_epochs(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from bsnn.measure import plots
+    from bsnn.measure.labels import LABELS_FILE, layer_labels
+
+    labels = layer_labels(create("mlp", in_features=64, hidden=(32, 32)))
+    assert labels["4"] == "4 BinaryLinear 32→32" and labels["3"].startswith("3 ") and "LIF" in labels["3"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LABELS_FILE).write_text(json.dumps(labels))
+    (run / "metrics.csv").write_text("epoch,train_acc,test_acc,flip_step/4,flip_epoch/4,fire/3\n"
+                                     "1,0.5,0.5,1.0e-4,0.01,0.2\n2,0.6,0.6,1.1e-4,0.011,0.21\n"
+                                     "3,0.7,0.7,1.2e-4,0.012,0.22\n")
+    figures = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        figures[path.name] = fig
+        return path
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_run(run)
+    flips = figures["flip_rate.png"].axes[0]
+    assert [t.get_text() for t in flips.get_legend().get_texts()] == ["4 BinaryLinear 32→32"]
+    assert flips.get_yscale() == "linear"              # 1.0e-4..1.2e-4: a narrow range on a linear axis
+    low, high = flips.get_ylim()
+    shown = [t for t in flips.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(shown) >= 3
+    assert all(float(x).is_integer() for x in flips.get_xticks())
+    fire = figures["firing_rate.png"].axes[0]
+    assert fire.get_legend().get_texts()[0].get_text() == labels["3"]
+    plt.close("all")
+    fig, ax = plt.subplots()
+    plots._y_scale(ax, [1e-6, 1e-3, 0.2], 1e-6)
+    assert ax.get_yscale() == "symlog"                  # decades apart: symlog
+    plt.close(fig)

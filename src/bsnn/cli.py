@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -84,10 +85,14 @@ def cmd_train(args) -> int:
             trainer.resume(state)
     say = print if trainer.main else (lambda *a, **k: None)
     if trainer.main:
-        try:
-            ckpt.atomic_write_text(yaml.safe_dump(cfg, sort_keys=False), out / "config.yaml")
-        except OSError as e:
-            raise UserError(f"cannot write {out / 'config.yaml'}: {e.strerror or e}") from None
+        from .measure.labels import LABELS_FILE, layer_labels
+
+        for name, text in (("config.yaml", yaml.safe_dump(cfg, sort_keys=False)),
+                           (LABELS_FILE, json.dumps(layer_labels(trainer.net), indent=1, ensure_ascii=False))):
+            try:
+                ckpt.atomic_write_text(text, out / name)
+            except OSError as e:
+                raise UserError(f"cannot write {out / name}: {e.strerror or e}") from None
     say(f"run {cfg['name']} -> {out}" + (f" ({world_size()} processes)" if world_size() > 1 else ""))
     _report_model(trainer.net, say)
     t0 = time.perf_counter()
@@ -147,8 +152,6 @@ def _exists(path: Path) -> bool:
 
 
 def cmd_ensemble(args) -> int:
-    import json
-
     import torch
 
     from .config import apply_overrides, validate

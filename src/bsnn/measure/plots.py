@@ -51,30 +51,58 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _lines(rows, keys, title, ylabel, path, log=False, strip=""):
+def _y_scale(ax, ys: list[float], linthresh: float) -> None:
+    """symlog when the values span decades (flip rates, gradient variances), else linear with an
+    offset-free scientific axis: a narrow range keeps its tick labels either way."""
+    mags = [abs(y) for y in ys if y]
+    if mags and max(mags) / max(min(mags), linthresh) >= 100:
+        ax.set_yscale("symlog", linthresh=max(linthresh, min(mags)))
+    else:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useOffset=False)
+
+
+def _axes(ax, title, ylabel, ys, linthresh=None) -> None:
+    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))        # epochs are whole numbers
+    if linthresh is not None:
+        _y_scale(ax, ys, linthresh)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _lines(rows, keys, title, ylabel, path, labels, strip=""):
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for k in keys:
-        xs, ys = _series(rows, k)
-        ax.plot(xs, ys, marker="o", ms=3, label=k.removeprefix(strip) or k)
-    ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-    if log:
-        ax.set_yscale("symlog", linthresh=1e-6)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        name = k.removeprefix(strip)
+        ax.plot(*_series(rows, k), marker="o", ms=3, label=labels.get(name, name) or k)
+    _axes(ax, title, ylabel, [])
     return _save(fig, path)
 
 
-def _panels(rows, cols, panels, ylabel, linthresh, path):
-    """One panel per column prefix, one line per layer (symlog y)."""
+def _panels(rows, cols, panels, ylabel, linthresh, path, labels):
+    """One panel per column prefix, one line per layer."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (prefix, title) in zip(axes[0], panels):
+        ys = []
         for k in (c for c in cols if c.startswith(prefix)):
-            ax.plot(*_series(rows, k), marker="o", ms=3, label=k.removeprefix(prefix))
-        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-        ax.set_yscale("symlog", linthresh=linthresh)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+            xs, y = _series(rows, k)
+            ys += y
+            name = k.removeprefix(prefix)
+            ax.plot(xs, y, marker="o", ms=3, label=labels.get(name, name))
+        _axes(ax, title, ylabel, ys, linthresh)
     return _save(fig, path)
+
+
+def _labels(run_dir: Path) -> dict[str, str]:
+    """The run's layer labels (``layers.json``, written by ``bsnn train``); none for older runs."""
+    from .labels import LABELS_FILE
+
+    try:
+        labels = json.loads((run_dir / LABELS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -82,23 +110,23 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     ensemble.png (from ensemble.json, written by ``bsnn ensemble``)."""
     run_dir = Path(run_dir)
     rows = _read(run_dir / "metrics.csv")
-    cols = list(rows[0])
+    cols, labels = list(rows[0]), _labels(run_dir)
     out = [_lines(rows, [c for c in ("train_acc", "test_acc") if c in cols], "accuracy", "accuracy",
-                  run_dir / "accuracy.png"),
+                  run_dir / "accuracy.png", {}),
            _lines(rows, [c for c in ("train_loss", "test_loss") if c in cols], "loss", "loss",
-                  run_dir / "loss.png")]
+                  run_dir / "loss.png", {})]
     if any(c.startswith("flip_") for c in cols):
         out.append(_panels(rows, cols, [("flip_step/", "mean flip rate per step"),
                                         ("flip_epoch/", "net sign change per epoch")],
-                           "fraction of weights", 1e-6, run_dir / "flip_rate.png"))
+                           "fraction of weights", 1e-6, run_dir / "flip_rate.png", labels))
     if any(c.startswith("grad_") for c in cols):
         out.append(_panels(rows, cols, [("grad_mean/", "gradient mean per binary layer"),
                                         ("grad_var/", "gradient variance per binary layer")],
-                           "", 1e-12, run_dir / "gradients.png"))
+                           "", 1e-12, run_dir / "gradients.png", labels))
     fire = [c for c in cols if c.startswith("fire/")]
     if fire:
         out.append(_lines(rows, fire, "firing rate per spiking layer (evaluation)", "spikes / neuron / step",
-                          run_dir / "firing_rate.png", strip="fire/"))
+                          run_dir / "firing_rate.png", labels, strip="fire/"))
     if (run_dir / "ensemble.json").is_file():
         out += plot_ensemble(run_dir / "ensemble.json")
     return out
