@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --find-links vendor -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,5 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The API reference from the docstrings (pdoc) -> site/api/index.html; the tutorials are in docs/tutorials.
+docs: $(STAMP)
+	$(PY) docs/build.py site/api
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
