@@ -206,3 +206,21 @@ def test_version_listings_and_print_config(capsys, tmp_path):
     import yaml
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["train"]["epochs"] == 3 and cfg["model"]["name"] == "mlp" and not list(tmp_path.iterdir())
+
+
+def test_batch_job_progress_best_checkpoint_and_run_log(tmp_path, capsys):
+    """Without a terminal: progress lines every train.log_every batches; best.pt holds the best epoch;
+    train.log keeps what was printed."""
+    out = tmp_path / "run"
+    code, text, _ = run(["train", "--recipe", "digits_tbso", "--set", "train.epochs=3", "--set",
+                         "model.hidden=[32,32]", "--set", "train.log_every=20", "--out", str(out)], capsys)
+    assert code == 0
+    lines = [line for line in text.splitlines() if line.startswith("epoch 2: batch")]
+    assert [line.split(",")[0] for line in lines] == ["epoch 2: batch 20/45", "epoch 2: batch 40/45"]
+    assert "samples/s" in lines[0] and "ETA" in lines[0]
+    import torch
+    history = torch.load(out / "checkpoint.pt", weights_only=True)["history"]
+    best = max(range(3), key=lambda e: (history[e]["test_acc"], e))
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == best + 1
+    log = (out / "train.log").read_text()
+    assert log.startswith(f"run digits_tbso -> {out}") and "done: test accuracy" in log and lines[0] in log

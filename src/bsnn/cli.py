@@ -64,6 +64,36 @@ def _run_folder(args, cfg: dict) -> Path:
     return out
 
 
+class RunLog:
+    """``print`` that also appends to the run folder's ``train.log`` once the folder is known to be good
+    (lines before that are kept and written then)."""
+
+    FILE = "train.log"
+
+    def __init__(self):
+        self.pending: list[str] = []
+        self.file = None
+
+    def __call__(self, message: str = "") -> None:
+        print(message, flush=True)
+        if self.file is None:
+            self.pending.append(message)
+        else:
+            self.file.write(f"{message}\n")
+            self.file.flush()
+
+    def attach(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "a", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        for line in self.pending:
+            self.file.write(f"{line}\n")
+        self.file.flush()
+        self.pending = []
+
+
 def cmd_train(args) -> int:
     from .config import resolve
     from .recipes import load_recipe
@@ -78,15 +108,17 @@ def cmd_train(args) -> int:
             return 0
         out = _run_folder(args, cfg)
         state = ckpt.load_run(out / "checkpoint.pt") if args.resume else None
-        trainer = build_trainer(cfg, out_dir=out)       # validates data before anything is written
+        log = RunLog()
+        trainer = build_trainer(cfg, out_dir=out, log=log)   # validates data before anything is written
         if cfg["train"]["sync_bn"] and world_size() == 1:
             warnings.warn("train.sync_bn=true has no effect in one process (it applies under torchrun)")
         if state is not None:
             trainer.resume(state)
-    say = print if trainer.main else (lambda *a, **k: None)
+    say = log if trainer.main else (lambda *a, **k: None)
     if trainer.main:
         from .measure.labels import LABELS_FILE, layer_labels
 
+        log.attach(out / RunLog.FILE)
         for name, text in (("config.yaml", yaml.safe_dump(cfg, sort_keys=False)),
                            (LABELS_FILE, json.dumps(layer_labels(trainer.net), indent=1, ensure_ascii=False))):
             try:

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
                  "warmup_epochs": 0, "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
               "out_dir": None, "threads": None, "checkpoint": True, "limit_batches": None,
-              "init_from": None, "sync_bn": False, "max_nonfinite": 0},
+              "init_from": None, "sync_bn": False, "max_nonfinite": 0, "log_every": 0},
 }
 
 # Types of keys whose default is None (the value may then be None or of this type).
@@ -338,6 +338,7 @@ def _check_ranges(cfg: dict) -> None:
         ("train.threads", _none_or_positive(cfg["train"]["threads"]), ">= 1 (or null: torch's default)"),
         ("train.limit_batches", _none_or_positive(cfg["train"]["limit_batches"]), ">= 1 (or null: all batches)"),
         ("train.max_nonfinite", cfg["train"]["max_nonfinite"] >= 0, ">= 0"),
+        ("train.log_every", cfg["train"]["log_every"] >= 0, ">= 0 (0: a line every 30 s)"),
     ]
     for key, ok, what in checks:
         if not ok:

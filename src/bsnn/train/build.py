@@ -218,7 +218,7 @@ def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
         flip_scheduler=flip, scaler=scaler, device=device, seed=tr["seed"], out_dir=out_dir, config=cfg,
         progress=tr["progress"], num_workers=cfg["data"]["num_workers"],
         save_checkpoints=tr["checkpoint"], limit_batches=tr["limit_batches"],
-        max_nonfinite=tr["max_nonfinite"], log=log,
+        max_nonfinite=tr["max_nonfinite"], log_every=tr["log_every"], log=log,
     )
 
 

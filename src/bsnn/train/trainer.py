@@ -5,12 +5,20 @@ nothing to the epoch's metrics; after ``max_nonfinite`` such batches the next on
 ``NonFiniteError`` before anything of that epoch is saved, so the checkpoint keeps the last good epoch.
 Optimizer steps with non-finite gradients are skipped where they happen (``bsnn.optim.skip_step``);
 their running count is logged as ``skipped_steps``.
+
+Files of a run folder: ``checkpoint.pt`` (the last epoch), ``best.pt`` (the epoch of the best test
+accuracy so far: a hard link to that epoch's checkpoint, or a copy), ``metrics.csv``. Progress: a tqdm bar
+on a terminal; otherwise (batch jobs, logs) a line with samples/s and the pass's ETA every ``log_every``
+batches, or every 30 s when ``log_every`` is 0.
 """
 from __future__ import annotations
 
 import csv
 import io
 import itertools
+import os
+import shutil
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,7 +39,9 @@ from . import checkpoint as ckpt
 __all__ = ["Trainer"]
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 METRICS = "metrics.csv"
+PROGRESS_SECONDS = 30.0       # progress lines without a terminal (train.log_every=0)
 
 
 class Trainer:
@@ -41,7 +51,7 @@ class Trainer:
                  out_dir: str | Path | None = None, config: dict | None = None, progress: bool = True,
                  num_workers: int = 0, save_checkpoints: bool = True, metrics: bool = True,
                  tensorboard: bool = True, limit_batches: int | None = None, max_nonfinite: int = 0,
-                 log=print):
+                 log_every: int = 0, log=print):
         self.model, self.method, self.optimizer, self.data = model, method, optimizer, data
         # the module itself (inside a DDP wrapper): evaluated, saved and measured without collectives
         self.net = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
@@ -54,7 +64,7 @@ class Trainer:
         self.save_checkpoints = save_checkpoints and self.out_dir is not None and self.main
         self.log = log if self.main else (lambda *a, **k: None)
         self.metrics, self.tensorboard = metrics, tensorboard
-        self.limit_batches = limit_batches
+        self.limit_batches, self.log_every = limit_batches, log_every
         self.max_nonfinite, self.nonfinite = max_nonfinite, 0   # tolerated / seen non-finite batch losses
         self._tb = None
         self.start_epoch = 0
@@ -70,10 +80,27 @@ class Trainer:
             else:
                 sampler = dist.ShardSampler(len(ds), dist.rank(), dist.world_size())
         loader = make_loader(ds, batch_size, shuffle, self.seed, epoch, self.num_workers, sampler=sampler)
+        total = len(loader) if self.limit_batches is None else min(len(loader), self.limit_batches)
         if self.limit_batches:
             loader = itertools.islice(loader, self.limit_batches)
-        return tqdm(loader, desc=desc, leave=False, disable=None if self.progress and self.main else True,
-                    dynamic_ncols=True)
+        if not (self.progress and self.main):
+            return loader
+        if sys.stderr.isatty():
+            return tqdm(loader, desc=desc, total=total, leave=False, dynamic_ncols=True)
+        return self._progress_lines(loader, total, batch_size * dist.world_size(), desc)
+
+    def _progress_lines(self, loader, total: int, samples_per_batch: int, desc: str):
+        """Yield from ``loader``, logging ``desc: batch i/total, samples/s, ETA`` every ``log_every``
+        batches, or (``log_every=0``) at most every ``PROGRESS_SECONDS``."""
+        t0 = last = time.perf_counter()
+        for i, batch in enumerate(loader, 1):
+            yield batch
+            now = time.perf_counter()
+            due = i % self.log_every == 0 if self.log_every else now - last >= PROGRESS_SECONDS
+            if due and i < total:
+                last, eta = now, (now - t0) / i * (total - i)
+                self.log(f"{desc}: batch {i}/{total}, {i * samples_per_batch / (now - t0):,.1f} samples/s, "
+                         f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.net.train()
@@ -190,7 +217,9 @@ class Trainer:
             self._write_metrics()
             self._write_tensorboard(row)
         if self.save_checkpoints:
-            self.save_checkpoint(epoch + 1)
+            path = self.save_checkpoint(epoch + 1)
+            if row["test_acc"] >= max(r["test_acc"] for r in self.history):
+                self._keep_best(path)
 
     # ---- persistence ---------------------------------------------------------------------------
     def _write_metrics(self) -> None:
@@ -237,6 +266,17 @@ class Trainer:
         path = self.out_dir / CHECKPOINT
         ckpt.atomic_save(self.state_dict(epoch), path)
         return path
+
+    def _keep_best(self, path: Path) -> None:
+        """``best.pt`` <- this epoch's checkpoint, atomically: a hard link (no copy; the next epoch's
+        checkpoint replaces ``checkpoint.pt`` by rename, so the link keeps this one), else a copy."""
+        tmp = path.with_name(f".{BEST}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, path.with_name(BEST))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
