@@ -22,6 +22,7 @@ import torch
 from spikingjelly.activation_based import neuron as sj_neuron
 from torch import nn
 
+from ..nn.binarize import sign
 from ..nn.binary import is_binary, is_latent_binary
 from ..nn.modulation import AGMM
 from ..nn.neuron import OnlineLIFNode
@@ -119,7 +120,7 @@ class _Lowerer:
             mag = wb.abs().flatten(1)
             if not bool((mag.amax(1) == mag.amin(1)).all()) or not bool((mag > 0).all()):
                 self.refuse(name, layer, "binarizes to values that are not ±α per output channel")
-            w = torch.where(wb >= 0, 1.0, -1.0)
+            w = sign(wb)
             alpha = mag[:, 0].numpy().astype(np.float32)
             scale = None if bool((mag[:, 0] == 1).all()) else alpha
             binary = True

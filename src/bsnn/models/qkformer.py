@@ -53,6 +53,7 @@ from spikingjelly.activation_based import base
 from torch import nn
 
 from ..nn import fold
+from ..nn.init import classifier_
 from .layers import LayerKit
 from .registry import register_model
 
@@ -336,10 +337,7 @@ class SEIQKFormer(nn.Module, base.StepModule):
 
     @staticmethod
     def _linear(fin: int, fout: int) -> nn.Linear:
-        fc = nn.Linear(fin, fout)
-        nn.init.trunc_normal_(fc.weight, std=0.02)
-        nn.init.zeros_(fc.bias)
-        return fc
+        return classifier_(nn.Linear(fin, fout), std=0.02, truncated=True)
 
     def forward(self, x: torch.Tensor):
         want = 5 if self.step_mode == "m" else 4

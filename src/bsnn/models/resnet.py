@@ -16,7 +16,8 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-from ..nn import AvgPool2d, BinaryParameter, fold
+from ..nn import AvgPool2d, fold
+from ..nn.init import real_convs_
 from .layers import LayerKit
 from .registry import register_model
 
@@ -71,9 +72,7 @@ class SpikingBiRealResNet(nn.Module, base.StepModule):
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(cin, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        real_convs_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fold(self.stem, x, self.step_mode)
@@ -147,9 +146,7 @@ class SpikingResNet(nn.Module, base.StepModule):
         self.layers = nn.Sequential(*layers)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.fc = kit.spike_input(nn.Linear(cin, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        real_convs_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sm = self.step_mode

@@ -24,7 +24,8 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-from ..nn import AvgPool2d, BinaryParameter, fold
+from ..nn import AvgPool2d, fold
+from ..nn.init import real_convs_
 from .layers import LayerKit
 from .registry import register_model
 
@@ -99,9 +100,7 @@ class SEIResNet(nn.Module, base.StepModule):
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.head = kit.spike_input(nn.Linear(cin, num_classes))
         self.head_kd = kit.spike_input(nn.Linear(cin, num_classes)) if head_kd else None
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        real_convs_(self)
 
     def forward(self, x: torch.Tensor):
         sm = self.step_mode

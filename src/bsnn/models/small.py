@@ -6,15 +6,11 @@ from typing import Sequence
 from torch import nn
 
 from ..nn import AvgPool2d, SpikingSequential
+from ..nn.init import classifier_
 from .layers import LayerKit
 from .registry import register_model
 
 __all__ = ["mlp", "convnet"]
-
-
-def _init_head(fc: nn.Linear) -> None:
-    nn.init.normal_(fc.weight, 0.0, 0.01)
-    nn.init.zeros_(fc.bias)
 
 
 @register_model("mlp")
@@ -32,7 +28,7 @@ def mlp(num_classes: int = 10, in_features: int = 64, hidden: Sequence[int] = (2
     for a, b in zip(hidden[:-1], hidden[1:]):
         layers += [kit.linear(a, b), kit.norm(b, dims=1), kit.neuron()]
     head = nn.Linear(hidden[-1], num_classes)
-    _init_head(head)
+    classifier_(head)
     layers.append(kit.spike_input(head))
     return SpikingSequential(*layers, step_mode=kit.step_mode)
 
@@ -67,6 +63,6 @@ def convnet(num_classes: int = 10, in_channels: int = 1, image_size: int = 28,
     else:
         features = channels[-1] * size * size
     fc = nn.Linear(features, num_classes)
-    _init_head(fc)
+    classifier_(fc)
     layers += [nn.Flatten(1), kit.spike_input(fc)]
     return SpikingSequential(*layers, step_mode=kit.step_mode)

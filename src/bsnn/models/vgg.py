@@ -9,25 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..nn import AvgPool2d, BinaryParameter, SpikingSequential
+from ..nn import AvgPool2d, SpikingSequential
+from ..nn.init import real_convs_
 from .layers import LayerKit
 from .registry import register_model
 
 __all__ = ["VGG11_CFG", "spiking_vgg11"]
 
 VGG11_CFG = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
-
-
-def _init(model: nn.Module) -> None:
-    """Kaiming-normal (fan_out) real convs, N(0, 0.01) classifier; binary layers init themselves."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) and not isinstance(m.weight, BinaryParameter):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 @register_model("vgg11")
@@ -48,5 +37,5 @@ def spiking_vgg11(num_classes: int = 10, in_channels: int = 3, method: str = "on
         cin = v
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), kit.spike_input(nn.Linear(cin, num_classes))]
     model = SpikingSequential(*layers, step_mode=kit.step_mode)
-    _init(model)
+    real_convs_(model, classifiers=0.01)       # binary layers init themselves
     return model

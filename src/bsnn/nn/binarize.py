@@ -23,11 +23,13 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["Binarizer", "SignSTE", "ScaledSign", "CenteredScaledSign", "sign_ste", "BINARIZERS",
+__all__ = ["Binarizer", "SignSTE", "ScaledSign", "CenteredScaledSign", "sign", "sign_ste", "BINARIZERS",
            "make_binarizer"]
 
 
-def _sign(w: torch.Tensor) -> torch.Tensor:
+def sign(w: torch.Tensor) -> torch.Tensor:
+    """±1 of ``w``'s dtype with 0 -> +1 (``torch.sign(0)`` is 0, which is not a binary value). Every
+    binarization in bsnn goes through this function."""
     return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
 
 
@@ -36,7 +38,7 @@ class _SignSTEFn(torch.autograd.Function):
     def forward(ctx, w: torch.Tensor, clip: float):
         ctx.save_for_backward(w)
         ctx.clip = clip
-        return _sign(w)
+        return sign(w)
 
     @staticmethod
     def backward(ctx, grad):
@@ -49,7 +51,7 @@ class _TanhSignFn(torch.autograd.Function):
     def forward(ctx, w: torch.Tensor, t: float, k: float):
         ctx.save_for_backward(w)
         ctx.t, ctx.k = t, k
-        return _sign(w)
+        return sign(w)
 
     @staticmethod
     def backward(ctx, grad):

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .binarize import Binarizer, SignSTE
+from . import init
+from .binarize import Binarizer, SignSTE, sign
 
 __all__ = [
     "BinaryParameter",
@@ -93,18 +94,12 @@ def real_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
 
 @torch.no_grad()
 def sign_(t: torch.Tensor) -> torch.Tensor:
-    """In-place sign with 0 -> +1 (``torch.sign(0)`` is 0, which is not a binary value)."""
-    return t.copy_(torch.where(t >= 0, 1.0, -1.0).to(t.dtype))
+    """In-place ``binarize.sign``."""
+    return t.copy_(sign(t))
 
 
 def _tag_weight(layer: nn.Module, kind: str) -> None:
     layer.weight = BinaryParameter(layer.weight.data, layer.weight.requires_grad, kind)
-
-
-def _kaiming_(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
-    if bias is not None:
-        nn.init.zeros_(bias)
 
 
 class BinaryConv2d(nn.Conv2d):
@@ -117,7 +112,7 @@ class BinaryConv2d(nn.Conv2d):
         _tag_weight(self, "binary")
 
     def reset_parameters(self) -> None:
-        _kaiming_(self.weight, self.bias)
+        init.kaiming_(self.weight, self.bias)
         sign_(self.weight)
 
 
@@ -129,7 +124,7 @@ class BinaryLinear(nn.Linear):
         _tag_weight(self, "binary")
 
     def reset_parameters(self) -> None:
-        _kaiming_(self.weight, self.bias)
+        init.kaiming_(self.weight, self.bias)
         sign_(self.weight)
 
 
@@ -144,7 +139,7 @@ class LatentBinaryConv2d(nn.Conv2d):
         self.binarizer = binarizer if binarizer is not None else SignSTE()
 
     def reset_parameters(self) -> None:
-        _kaiming_(self.weight, self.bias)
+        init.kaiming_(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.binarizer(self.weight), self.bias)
@@ -160,7 +155,7 @@ class LatentBinaryLinear(nn.Linear):
         self.binarizer = binarizer if binarizer is not None else SignSTE()
 
     def reset_parameters(self) -> None:
-        _kaiming_(self.weight, self.bias)
+        init.kaiming_(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.binarizer(self.weight), self.bias)
