@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..errors import DatasetError
+from ..errors import DatasetError, require
 from .registry import DataBundle, register_dataset
 
 __all__ = ["speech_commands", "SpeechFrames"]
@@ -38,7 +38,7 @@ def read_wav(path: Path) -> torch.Tensor:
 
 class SpeechFrames(Dataset):
     def __init__(self, files: list[Path], labels: list[int], time_steps: int, size: int = 32):
-        import torchaudio
+        torchaudio = require("torchaudio", "audio", "audio datasets")
 
         self.files, self.labels, self.T, self.size = files, labels, time_steps, size
         self.mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=480, hop_length=160, n_mels=size)
