@@ -233,22 +233,25 @@ def cmd_summary(args) -> int:
         from .train import build_data
 
         if args.checkpoint:
+            from .train.build import checkpoint_info
+
             state = _load_checkpoint(args.checkpoint)
             cfg = validate(apply_overrides(state["config"], args.set))
+            info = checkpoint_info(state, cfg)
         else:
             cfg = resolve(load_recipe(args.recipe), args.set)
-        model = build_model(cfg)
+            info = dataset_info(cfg["data"]["name"])
+        model = build_model(cfg, info)
         if args.checkpoint:
             from .train.checkpoint import load_model_state
             load_model_state(model, state["model"], args.checkpoint)
-        info = dataset_info(cfg["data"]["name"])
         shape, temporal = info.input_shape, info.temporal
         T = args.time_steps or cfg["method"]["time_steps"]
         try:
             import torch
             test = build_data(cfg).test
             pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:args.batch_size]
-            x = test[pick.tolist()][0]
+            x = torch.stack([torch.as_tensor(test[i][0]) for i in pick.tolist()])
             note = f"{len(x)} random test samples of {cfg['data']['name']}"
         except UserError as e:
             note += f" ({cfg['data']['name']} not loaded: {e})"
@@ -299,9 +302,9 @@ EXPORT_FORMATS = ("packed", "nir", "onnx")
 
 def cmd_export(args) -> int:
     from .config import apply_overrides, validate
-    from .data import dataset_info
     from .export import UnsupportedModel
     from .train import build_model
+    from .train.build import checkpoint_info
     from .train.checkpoint import load_model_state
 
     out = Path(args.out)
@@ -312,10 +315,10 @@ def cmd_export(args) -> int:
     with _deferred_warnings():
         state = _load_checkpoint(args.checkpoint)
         cfg = validate(apply_overrides(state["config"], args.set))
-        model = build_model(cfg)
+        info = checkpoint_info(state, cfg)
+        model = build_model(cfg, info)
         load_model_state(model, state["model"], args.checkpoint)
     model.eval()
-    info = dataset_info(cfg["data"]["name"])
     if class_names is not None and len(class_names) != info.num_classes:
         raise UserError(f"--class-names gives {len(class_names)} names; the model has {info.num_classes} classes")
     T = cfg["method"]["time_steps"]
@@ -434,7 +437,8 @@ def cmd_datasets(args) -> int:
         info = dataset_info(name)
         shape = "x".join(map(str, info.input_shape)) + (" frames" if info.temporal else "")
         options = ", ".join(p for p in dataset_signature(name).parameters if p != "kwargs")
-        print(f"{name:20s} {info.num_classes:>5} classes  {shape:18s} {options}")
+        classes = "files" if info.num_classes is None else info.num_classes     # counted from the data
+        print(f"{name:20s} {classes:>5} classes  {shape:18s} {options}")
     return 0
 
 

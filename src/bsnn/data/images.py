@@ -7,7 +7,6 @@ paper does not mention it). ImageNet: RandomResizedCrop(224) + flip; Resize(256)
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, read_npz, register_dataset
 from .transforms import Cutout
 
 __all__ = ["UInt8Images", "cifar_transforms"]
@@ -118,11 +117,8 @@ def cifar10_jpeg(root: str | None = None, augment: bool = True, autoaugment: boo
     path = Path(root).expanduser()
     if not path.is_file():
         raise DatasetError(f"CIFAR-10 JPEG pack: {path} does not exist; expected {JPEG_HOWTO}")
-    try:
-        with np.load(path) as z:
-            blob, offsets, labels, split = z["jpeg"], z["offsets"], z["label"], z["split"]
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetError(f"CIFAR-10 JPEG pack: {path} is not valid ({e}); expected {JPEG_HOWTO}") from None
+    blob, offsets, labels, split = read_npz(path, ("jpeg", "offsets", "label", "split"), "CIFAR-10 JPEG pack",
+                                            JPEG_HOWTO)
     _check_pack(path, blob, offsets, labels, split)
     want = np.arange(len(labels))
     train_idx, test_idx = want[split == 0], want[split == 1]

@@ -1,7 +1,6 @@
 """MNIST from a local root: an ``.npz`` (x_train, y_train, x_test, y_test) or torchvision's folder format."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 
 from ..errors import DatasetError
 from .loader import TensorPairs
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, read_npz, register_dataset
 
 MEAN, STD = 0.1307, 0.3081
 HOWTO = ("an .npz with x_train, y_train, x_test, y_test (uint8, N x 28 x 28), or a torchvision root "
@@ -23,12 +22,7 @@ def _normalise(x: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _from_npz(path: Path):
-    try:
-        with np.load(path) as z:
-            arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
-        raise DatasetError(f"MNIST: {path} is not a valid MNIST .npz ({e}); expected {HOWTO}") from None
-    x_tr, y_tr, x_te, y_te = arrays
+    x_tr, y_tr, x_te, y_te = read_npz(path, ("x_train", "y_train", "x_test", "y_test"), "MNIST", HOWTO)
     if x_tr.ndim != 3 or x_tr.shape[1:] != (28, 28) or len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
         raise DatasetError(f"MNIST: {path} has arrays of shape {x_tr.shape}/{y_tr.shape}; expected {HOWTO}")
     return x_tr, y_tr, x_te, y_te

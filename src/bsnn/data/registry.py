@@ -26,8 +26,9 @@ class DataBundle:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model needs to know about a dataset without loading it."""
-    num_classes: int
+    """What a model needs to know about a dataset without loading it (``num_classes`` None: it depends
+    on the files, e.g. the class folders of ``audio_folder``)."""
+    num_classes: int | None
     input_shape: tuple[int, ...]
     temporal: bool = False
 
@@ -36,7 +37,7 @@ _DATASETS: dict[str, Callable[..., DataBundle]] = {}
 _INFO: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, num_classes: int, input_shape: tuple[int, ...], temporal: bool = False):
+def register_dataset(name: str, num_classes: int | None, input_shape: tuple[int, ...], temporal: bool = False):
     def deco(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
@@ -79,6 +80,17 @@ def _labels(ds: Dataset) -> torch.Tensor | None:
         if v is not None:
             return torch.as_tensor(np.asarray(v))
     return None
+
+
+def read_npz(path, keys: tuple[str, ...], dataset: str, howto: str) -> list[np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` (no pickles), or a one-line ``DatasetError`` for whatever numpy
+    raises on a broken file (bad zip, truncated or malformed ``.npy``, missing key)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [np.asarray(z[k]) for k in keys]
+    except Exception as e:  # noqa: BLE001  (every decoding failure means: not the expected file)
+        raise DatasetError(one_line(f"{dataset}: {path} is not a valid .npz ({type(e).__name__}: {e}); "
+                                    f"expected {howto}", 400)) from None
 
 
 def check_bundle(name: str, bundle: DataBundle) -> None:

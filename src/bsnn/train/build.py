@@ -20,8 +20,7 @@ from .online import OnlineMethod
 from .trainer import Trainer
 
 __all__ = ["build_data", "build_model", "build_method", "build_criterion", "build_teacher", "build_optimizer",
-           "build_trainer",
-           "resolve_device", "seed_everything"]
+           "build_trainer", "checkpoint_info", "resolve_device", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -58,9 +57,23 @@ def build_data(cfg: dict) -> datasets.DataBundle:
         raise _rejected(f"data {d['name']}", e) from None
 
 
+def checkpoint_info(state: dict, cfg: dict) -> datasets.DatasetInfo:
+    """The data facts a checkpoint's model was built for (classes, input shape, temporal): saved in the
+    checkpoint by the trainer; the registry's for older checkpoints."""
+    saved = state.get("data_info")
+    try:
+        return datasets.DatasetInfo(int(saved["num_classes"]), tuple(int(s) for s in saved["input_shape"]),
+                                    bool(saved["temporal"]))
+    except (TypeError, KeyError, ValueError):
+        return datasets.dataset_info(cfg["data"]["name"])
+
+
 def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | None = None) -> torch.nn.Module:
-    """The recipe's model, with classes, input size and method filled in from the data and method."""
+    """The recipe's model, with classes, input size and method filled in from the data and method (a
+    dataset whose classes depend on its files is built to count them)."""
     info = info or datasets.dataset_info(cfg["data"]["name"])
+    if info.num_classes is None:
+        info = build_data(cfg)
     m = {k: v for k, v in cfg["model"].items() if k != "name"}
     params = models.model_signature(cfg["model"]["name"]).parameters
     c, *spatial = info.input_shape

@@ -64,7 +64,7 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _bsnn_teacher(state: dict, path: Path, device) -> Teacher:
-    from .build import build_method, build_model
+    from .build import build_method, build_model, checkpoint_info
     from .. import data as datasets
 
     from . import checkpoint as ckpt
@@ -76,7 +76,7 @@ def _bsnn_teacher(state: dict, path: Path, device) -> Teacher:
             cfg = validate(state["config"])
     except UserError as e:
         raise UserError(f"distill.teacher: {path} holds an invalid config ({e})") from None
-    info = datasets.dataset_info(cfg["data"]["name"])
+    info = checkpoint_info(state, cfg)
     model = build_model(cfg, info)
     try:
         ckpt.load_model_state(model, state["model"], path)

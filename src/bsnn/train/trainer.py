@@ -259,6 +259,8 @@ class Trainer:
             "rng": ckpt.rng_state(),
             "history": self.history,
             "config": self.config,
+            "data_info": {"num_classes": self.data.num_classes, "input_shape": list(self.data.input_shape),
+                          "temporal": bool(self.data.temporal)},
             "nonfinite": self.nonfinite,
         }
 
