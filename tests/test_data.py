@@ -169,20 +169,7 @@ def test_every_dataset_without_root_says_what_it_needs(name, message, tmp_path):
     assert "\n" not in str(e.value) and "missing" in str(e.value)
 
 
-# ---- issue 9: content errors are one line when the dataset is built; nothing deleted or downloaded ----
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[1:]}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
+# ---- content errors are one line when the dataset is built; nothing deleted or downloaded ----
 
 @pytest.mark.parametrize("name, module, cls", [("cifar10_dvs", "cifar10_dvs", "CIFAR10DVS"),
                                                ("dvs128_gesture", "dvs128_gesture", "DVS128Gesture")])

@@ -1,9 +1,8 @@
-"""Property-based fuzz of user files: corrupted bytes in a checkpoint (eval, resume, init_from) and in
-one file of every registered dataset. Either the input still works, or one line (exit 2 /
+"""Property-based fuzz of dataset files: corrupted bytes in one file of every registered dataset
+(checkpoints: test_fuzz.py). Either the input still works, or one line (exit 2 /
 ``DatasetError``); never another exception, a deleted or changed user file, or network access."""
 import io
 import shutil
-import socket
 import tempfile
 import wave
 from pathlib import Path
@@ -14,7 +13,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bsnn.cli import main
 from bsnn.data import create, list_datasets
 from bsnn.errors import UserError
 
@@ -49,14 +47,6 @@ def corrupt(data: bytes, how: tuple) -> bytes:
 
 def snapshot(root: Path) -> dict:
     return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args[1:]}")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ---- a small valid copy of every registered dataset ------------------------------------------------------
@@ -209,39 +199,3 @@ def test_corrupted_dataset_file_is_one_line_and_nothing_is_lost(name, no_network
             after = snapshot(root)
             assert all(after.get(p) == b for p, b in before.items()), "a user file was deleted or changed"
     check()
-
-
-# ---- checkpoints -------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def checkpoint_bytes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    assert main(["train", "--recipe", "digits_tbso", "--set", "train.epochs=1", "--set", "model.hidden=[16,16]",
-                 "--set", "train.progress=false", "--set", "train.limit_batches=2", "--out", str(out)]) == 0
-    return (out / "checkpoint.pt").read_bytes(), (out / "config.yaml").read_text()
-
-
-@FUZZ
-@given(how=corruption, use=st.sampled_from(["eval", "resume", "init_from"]))
-def test_corrupted_checkpoint_is_one_line(checkpoint_bytes, tmp_path, capsys, how, use):
-    data, config = checkpoint_bytes
-    with tempfile.TemporaryDirectory(dir=tmp_path) as d:
-        run = Path(d) / "run"
-        run.mkdir()
-        (run / "checkpoint.pt").write_bytes(corrupt(data, how))
-        (run / "config.yaml").write_text(config)
-        small = ["--set", "train.progress=false", "--set", "train.limit_batches=1", "--set",
-                 "model.hidden=[16,16]"]
-        if use == "eval":
-            args = ["eval", "--checkpoint", str(run / "checkpoint.pt")]
-        elif use == "resume":
-            args = ["train", "--recipe", "digits_tbso", "--resume", "--out", str(run), "--set", "train.epochs=2", *small]
-        else:
-            args = ["train", "--recipe", "digits_tbso", "--out", str(Path(d) / "child"), "--set", "train.epochs=1",
-                    "--set", f"train.init_from={run / 'checkpoint.pt'}", *small]
-        capsys.readouterr()
-        code = main(args)
-        err = capsys.readouterr().err.strip()
-        assert code in (0, 2), err
-        if code == 2:
-            assert len(err.splitlines()) == 1 and err.startswith("bsnn: error: ")
