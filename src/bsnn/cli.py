@@ -134,6 +134,8 @@ def cmd_train(args) -> int:
     say(f"done: test accuracy {100 * last['test_acc']:.2f}% after {last['epoch']} epochs; "
         f"training time {train_s:.1f} s (wall {time.perf_counter() - t0:.1f} s incl. evaluation)")
     _report_model(trainer.net, say)
+    if trainer.main and trainer.last_evaluation is not None and trainer.last_evaluation.bn_warning():
+        print(f"bsnn: warning: {trainer.last_evaluation.bn_warning()}", file=sys.stderr)
     return 0
 
 
@@ -144,20 +146,43 @@ def _load_checkpoint(path_text: str) -> dict:
     return ckpt.load_run(Path(path_text))
 
 
-def cmd_eval(args) -> int:
+def _checkpoint_model(args) -> tuple:
+    """``(state, cfg, bundle, model, method, loader)`` of a checkpoint's run on its test set: the data
+    and the model only (no trainer, optimizer, teacher or ``train.init_from`` parent)."""
+    import torch
+
     from .config import apply_overrides, validate
-    from .train import build_trainer
+    from .data import make_loader
+    from .train.build import build_data, build_method, build_model, resolve_device, seed_everything
     from .train.checkpoint import load_model_state
 
     with _deferred_warnings():
         state = _load_checkpoint(args.checkpoint)
-        cfg = validate(apply_overrides(state["config"], ["train.progress=false", *args.set]))
-        trainer = build_trainer(cfg, out_dir=None, log=lambda *a: None)
-        load_model_state(trainer.net, state["model"], args.checkpoint)
-    res = trainer.evaluate()
-    print(f"{cfg['name']} (epoch {state['epoch']}): test accuracy {100 * res['test_acc']:.2f}%  "
-          f"loss {res['test_loss']:.4f}")
-    _report_model(trainer.net)
+        cfg = validate(apply_overrides(state["config"], args.set))
+        device = resolve_device(cfg["train"]["device"])
+        if cfg["train"]["threads"]:
+            torch.set_num_threads(cfg["train"]["threads"])
+        seed_everything(cfg["train"]["seed"])
+        bundle = build_data(cfg)
+        model = build_model(cfg, bundle).to(device)
+        load_model_state(model, state["model"], args.checkpoint)
+    loader = make_loader(bundle.test, cfg["data"]["test_batch_size"], shuffle=False,
+                         num_workers=cfg["data"]["num_workers"])
+    return state, cfg, model, build_method(cfg, bundle, device), loader, device
+
+
+def cmd_eval(args) -> int:
+    from .train.evaluate import evaluate
+
+    state, cfg, model, method, loader, device = _checkpoint_model(args)
+    res = evaluate(model, loader, method, device=device)
+    print(f"{cfg['name']} (epoch {state['epoch']}): test accuracy {100 * res.accuracy:.2f}%  "
+          f"loss {res.loss:.4f}  ({res.samples:,} samples, T={method.T})")
+    print("accuracy of each time step alone: " + "  ".join(f"t={t} {100 * a:.2f}%"
+                                                           for t, a in enumerate(res.step_accuracy)))
+    _report_model(model)
+    if res.bn_warning():
+        print(f"bsnn: warning: {res.bn_warning()}", file=sys.stderr)
     return 0
 
 
@@ -184,30 +209,15 @@ def _exists(path: Path) -> bool:
 
 
 def cmd_ensemble(args) -> int:
-    import torch
-
-    from .config import apply_overrides, validate
-    from .data import make_loader
     from .measure.ensemble import ensemble
-    from .train.build import build_data, build_method, build_model, resolve_device, seed_everything
-    from .train.checkpoint import atomic_write_text, load_model_state
+    from .train.checkpoint import atomic_write_text
 
     if args.batches is not None and args.batches < 1:
         raise UserError(f"--batches must be >= 1, got {args.batches}")
-    state = _load_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name("ensemble.json")
     _writable(out)
-    cfg = validate(apply_overrides(state["config"], args.set))
-    device = resolve_device(cfg["train"]["device"])
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(cfg["train"]["threads"])
-    seed_everything(cfg["train"]["seed"])
-    bundle = build_data(cfg)
-    model = build_model(cfg, bundle).to(device)
-    load_model_state(model, state["model"], args.checkpoint)
-    loader = make_loader(bundle.test, cfg["data"]["test_batch_size"], shuffle=False,
-                         num_workers=cfg["data"]["num_workers"])
-    report = ensemble(model, loader, build_method(cfg, bundle, device), device=device, max_batches=args.batches)
+    state, cfg, model, method, loader, device = _checkpoint_model(args)
+    report = ensemble(model, loader, method, device=device, max_batches=args.batches)
     print(f"{cfg['name']} (epoch {state.get('epoch')}), test set")
     print(report.table())
     try:

@@ -352,6 +352,9 @@ def _check_ranges(cfg: dict) -> None:
     if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):
         raise ConfigError("method.name=bptt trains latent weights with optim.name=sgd or adam; "
                           "BSO/T-BSO need method.name=online")
+    if cfg["train"]["sync_bn"] and cfg["model"].get("bn_stats") == "per_step":
+        raise ConfigError("train.sync_bn=true keeps one set of BatchNorm statistics; it cannot be combined "
+                          "with model.bn_stats=per_step")
     if cfg["method"]["name"] == "online" and cfg["optim"]["name"] in ("sgd", "adam") \
             and cfg["model"].get("binary", True):
         raise ConfigError("online binary weights (exactly ±1) are trained by optim.name=bso or tbso; "

@@ -55,6 +55,9 @@ def fold_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.
     if bn.running_mean is None or bn.running_var is None:
         raise UnsupportedModel("a BatchNorm without running statistics cannot be folded "
                                "(track_running_stats=False normalises with batch statistics)")
+    if bn.running_mean.dim() != 1:
+        raise UnsupportedModel("BatchNorm statistics per time step (model.bn_stats=per_step) are not in the "
+                               "export formats yet; export a model trained with bn_stats=shared")
     f32 = np.float32
     var = bn.running_var.detach().float().cpu().numpy()
     mean = bn.running_mean.detach().float().cpu().numpy()

@@ -11,12 +11,13 @@ __all__ = ["FiringRateMeter"]
 
 
 class FiringRateMeter:
-    """Counts spikes per neuron layer while active; ``rates()`` = spikes / (neurons x steps x samples).
+    """Counts spikes per neuron layer (memory modules with a ``v_threshold``) while active; ``rates()`` = spikes / (neurons x steps x samples).
 
     Use on evaluation passes: in online training mode a neuron's output also carries its trace."""
 
     def __init__(self, model: nn.Module):
-        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, base.MemoryModule)]
+        self.layers = [(n, m) for n, m in model.named_modules()
+                       if isinstance(m, base.MemoryModule) and hasattr(m, "v_threshold")]
         self.reset()
 
     def reset(self) -> None:

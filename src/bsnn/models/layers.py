@@ -9,6 +9,7 @@
 
 ``binary=False`` gives the full-precision network of the same shape (FP-SNN / OTTT baselines).
 ``agmm`` (a dict of ``bsnn.nn.AGMM`` options plus ``where``) adds AGMM to every binary layer.
+``bn_stats="per_step"`` gives every BatchNorm running statistics per time step (``bsnn.nn.StepBatchNorm``).
 Model factories take these options as keyword arguments (``**kit``).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..nn import (
     TraceRouted,
     multistep_lif,
 )
+from ..nn.batchnorm import BN_STATS, per_step_batchnorm
 from ..nn.binarize import BINARIZERS, make_binarizer
 from ..nn.modulation import AGMM
 from ..nn.neuron import TRACES
@@ -53,11 +55,13 @@ class LayerKit:
     binarizer: str = "sign_ste"         # latent-weight layers (BPTT)
     time_steps: int = 4                 # length of AGMM's alpha
     agmm: dict | None = field(default=None)
+    bn_stats: str = "shared"            # BatchNorm running statistics: shared over T, or per_step (BNTT-style)
 
     def __post_init__(self):
         for name, value, allowed in (("method", self.method, METHODS), ("trace", self.trace, (*TRACES, "none")),
                                      ("surrogate", self.surrogate, SURROGATES),
-                                     ("binarizer", self.binarizer, tuple(BINARIZERS))):
+                                     ("binarizer", self.binarizer, tuple(BINARIZERS)),
+                                     ("bn_stats", self.bn_stats, BN_STATS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         for name, ok, what in (("tau", self.tau > 1.0, "> 1"), ("v_threshold", self.v_threshold > 0, "> 0"),
@@ -139,6 +143,13 @@ class LayerKit:
         gate = AGMM(channels, self.time_steps, step_mode=self.step_mode, **self._agmm_options())
         pair = (bn, gate) if self.agmm.get("where", "bn_out") == "bn_out" else (gate, bn)
         return SpikingSequential(*pair, step_mode=self.step_mode)
+
+
+    def finish(self, model: nn.Module) -> nn.Module:
+        """What applies to a whole built model: per-step BatchNorm statistics (``bn_stats="per_step"``)."""
+        if self.bn_stats == "per_step":
+            per_step_batchnorm(model, self.time_steps, self.step_mode)
+        return model
 
 
 def kit_fields() -> dict:

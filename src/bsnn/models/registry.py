@@ -1,6 +1,7 @@
 """Model registry in the spirit of timm's ``register_model`` / ``create_model``."""
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -14,11 +15,27 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str):
+    """Register a factory under ``name``. A factory that takes ``**kit`` (``LayerKit`` options) gets the
+    kit's whole-model options applied to what it returns (``LayerKit.finish``), however it is called."""
     def deco(fn: Callable[..., nn.Module]):
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        _MODELS[name] = fn
-        return fn
+        sig = inspect.signature(fn)
+        kit_name = next((p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+        if kit_name:
+            @functools.wraps(fn)
+            def build(*args, **kwargs):
+                from .layers import LayerKit
+
+                model = fn(*args, **kwargs)
+                bound = sig.bind(*args, **kwargs)
+                bound.apply_defaults()
+                kit = dict(bound.arguments.get(kit_name, {}))
+                if "method" in bound.arguments:
+                    kit["method"] = bound.arguments["method"]
+                return LayerKit(**kit).finish(model)
+        _MODELS[name] = build if kit_name else fn
+        return _MODELS[name]
     return deco
 
 

@@ -19,6 +19,10 @@ def fold(m: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
     otherwise with [T, B] folded into the batch in multi-step mode."""
     if step_mode == "s" or isinstance(m, base.StepModule):
         return m(x)
+    if type(m) is nn.Sequential and any(isinstance(c, base.StepModule) for c in m.modules()):
+        for child in m:                           # a StepModule inside (e.g. StepBatchNorm) needs [T, B]
+            x = fold(child, x, step_mode)
+        return x
     return m(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 

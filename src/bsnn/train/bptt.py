@@ -49,5 +49,5 @@ class BPTTMethod(Method):
         return loss.detach(), pred.detach().sum(0)
 
     @torch.no_grad()
-    def predict(self, model, x):
-        return logits(self._forward(model, x)).sum(0)
+    def step_logits(self, model, x):
+        return logits(self._forward(model, x))

@@ -1,7 +1,8 @@
 """What every training method shares: T, the input layout, the per-step loss, a teacher, AMP, prediction.
 
-A method trains one batch (``train_batch``) and predicts one (``predict``: the sum of the T members'
-logits). ``OnlineMethod`` and ``BPTTMethod`` differ only in how the T steps are unrolled.
+A method trains one batch (``train_batch``) and gives each time step's logits for one (``step_logits``;
+``predict`` sums them over the T members). ``OnlineMethod`` and ``BPTTMethod`` differ only in how the
+T steps are unrolled.
 """
 from __future__ import annotations
 
@@ -88,6 +89,10 @@ class Method:
         """Returns (loss, summed logits over T) as detached tensors."""
         raise NotImplementedError
 
+    def step_logits(self, model, x) -> torch.Tensor:
+        """``[T, B, classes]``: each time step's logits (float32), no grad, from a fresh state."""
+        raise NotImplementedError
+
     def predict(self, model, x) -> torch.Tensor:
         """Sum over T of the members' logits, no grad."""
-        raise NotImplementedError
+        return self.step_logits(model, x).sum(0)

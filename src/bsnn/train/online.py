@@ -70,11 +70,10 @@ class OnlineMethod(Method):
         return loss_sum, out_sum
 
     @torch.no_grad()
-    def predict(self, model, x):
+    def step_logits(self, model, x):
         functional.reset_net(model)
-        out_sum = None
+        outs = []
         for t in range(self.T):
             with self._autocast(x):
-                out = logits(model(frame(x, t, self.temporal))).float()
-            out_sum = out if out_sum is None else out_sum + out
-        return out_sum
+                outs.append(logits(model(frame(x, t, self.temporal))).float())
+        return torch.stack(outs)

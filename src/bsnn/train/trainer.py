@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import DataBundle, make_loader
@@ -35,6 +34,7 @@ from ..measure.firing import FiringRateMeter
 from ..measure.flips import FlipMonitor
 from ..measure.gradients import GradientMonitor
 from . import checkpoint as ckpt
+from .evaluate import evaluate
 
 __all__ = ["Trainer"]
 
@@ -66,6 +66,7 @@ class Trainer:
         self.metrics, self.tensorboard = metrics, tensorboard
         self.limit_batches, self.log_every = limit_batches, log_every
         self.max_nonfinite, self.nonfinite = max_nonfinite, 0   # tolerated / seen non-finite batch losses
+        self.last_evaluation = None                             # bsnn.train.Evaluation of the last epoch
         self._tb = None
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
@@ -137,26 +138,17 @@ class Trainer:
                 f"{kept}. Lower optim.lr or check the data (docs/methods.md, 'Non-finite values')")
         return False
 
-    @torch.no_grad()
     def evaluate(self, firing_rates: bool = False) -> dict[str, float]:
+        """Test loss and accuracy (``bsnn.train.evaluate``); ``self.last_evaluation`` keeps the rest
+        (per-step accuracy, the BatchNorm check)."""
         dist.broadcast_buffers_(self.net)      # DDP: every rank evaluates rank 0's BN statistics (saved ones)
-        self.net.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        n = 0
         meter = FiringRateMeter(self.net)
-        with meter.record() if firing_rates else nullcontext():
-            for x, y in self._batches(self.data.test, self.test_batch_size, False, 0, "eval"):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                out = self.method.predict(self.net, x)
-                loss_sum += F.cross_entropy(out / self.method.T, y, reduction="sum")
-                correct += (out.argmax(1) == y).sum()
-                n += len(y)
-        totals = dist.all_reduce_(torch.stack([loss_sum, correct.to(loss_sum.dtype),
-                                               torch.tensor(float(n), device=self.device)]))
+        batches = self._batches(self.data.test, self.test_batch_size, False, 0, "eval")
+        res = evaluate(self.net, batches, self.method, device=self.device, reduce=dist.all_reduce_,
+                       record=meter.record if firing_rates else nullcontext)
+        self.last_evaluation = res
         # firing rates: this process's shard of the test set
-        return {"test_loss": totals[0].item() / totals[2].item(), "test_acc": totals[1].item() / totals[2].item(),
-                **(meter.rates() if firing_rates else {})}
+        return {"test_loss": res.loss, "test_acc": res.accuracy, **(meter.rates() if firing_rates else {})}
 
     def _hyperparameters(self) -> dict[str, float]:
         row = {"lr": self.optimizer.param_groups[-1]["lr"]}
@@ -203,6 +195,8 @@ class Trainer:
         if teacher is not None:            # cumulative seconds spent computing the teacher's logits
             row["teacher_time_s"] = round(teacher.seconds, 3)
         row.update(self.evaluate(firing_rates=self.metrics))
+        if self.last_evaluation.bn_gap is not None:     # batch-statistics minus eval-mode accuracy
+            row["bn_gap"] = round(self.last_evaluation.bn_gap, 6)
         for m in monitors:
             row.update(m.epoch_end())
         if self.lr_scheduler is not None:
@@ -212,7 +206,7 @@ class Trainer:
         self.history.append(row)
         self.log(f"epoch {epoch + 1}/{self.epochs}  loss {row['train_loss']:.4f}  "
                  f"train {100 * row['train_acc']:.2f}%  test {100 * row['test_acc']:.2f}%  "
-                 f"({row['train_time_s']:.1f} s)")
+                 f"({row['train_time_s']:.1f} s)" + self._bn_note())
         if self.out_dir is not None and self.main:
             self._write_metrics()
             self._write_tensorboard(row)
@@ -220,6 +214,13 @@ class Trainer:
             path = self.save_checkpoint(epoch + 1)
             if row["test_acc"] >= max(r["test_acc"] for r in self.history):
                 self._keep_best(path)
+
+    def _bn_note(self) -> str:
+        res = self.last_evaluation
+        if res.bn_warning() is None:
+            return ""
+        return (f"  [BN statistics do not fit: {100 * res.bn_batch_accuracy:.1f}% with batch statistics, "
+                f"{100 * res.bn_eval_accuracy:.1f}% with running ones]")
 
     # ---- persistence ---------------------------------------------------------------------------
     def _write_metrics(self) -> None:
