@@ -17,13 +17,18 @@ from conftest import assert_binary
 DIGITS = create_data("digits")
 
 
-def small_cfg(*overrides):
+def small_cfg_of(*overrides):
     return resolve(load_recipe("digits_tbso"), ["train.progress=false", "model.hidden=[64,64]",
                                                 "train.epochs=3", "schedule.flip=step",
                                                 "schedule.flip_every=1", *overrides])
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+small_cfg = small_cfg_of
+
+
+@pytest.mark.parametrize("bn_stats", ["shared", "per_step"])
+def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, bn_stats):
+    small_cfg = lambda: small_cfg_of(f"model.bn_stats={bn_stats}")   # noqa: E731
     full = build_trainer(small_cfg(), out_dir=tmp_path / "full", log=lambda *a: None, bundle=DIGITS)
     full.fit()
 

@@ -1,5 +1,5 @@
 """Datasets (registry) and loaders. Every dataset loads from a local root; nothing is downloaded."""
-from . import audio, digits, events, images, mnist  # noqa: F401  (registers datasets)
+from . import audio, digits, events, images, mnist, synthetic  # noqa: F401  (registers datasets)
 from .loader import TensorPairs, make_loader
 from .registry import (
     DataBundle,

@@ -12,7 +12,9 @@ membranes start empty): the eval-mode network then sees other activations than i
   restarts it at 0) picks row ``t``;
 * multi-step mode (BPTT): ``[T, B, C, ...]`` is normalised step by step.
 
-Steps beyond the ``T`` rows use the last row. Loading a state dict with other statistics fills the
+Each row sees one batch per T steps where a shared set sees T, so the running averages start as a
+cumulative average (factor ``max(momentum, 1/batches)``, as BatchNorm with ``momentum=None`` does)
+and are exponential from ``1/momentum`` batches on. Steps beyond the ``T`` rows use the last row. Loading a state dict with other statistics fills the
 rows: a shared ``[C]`` set goes to every step; ``[T', C]`` with fewer steps (a T=1 → T=4 phase change)
 repeats the last known step; with more steps, the first ``T`` are kept.
 """
@@ -54,11 +56,11 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
 
     def _normalise(self, x: torch.Tensor, t: int) -> torch.Tensor:
         row = min(t, self.time_steps - 1)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and row == t == 0:
+        if self.training and t == 0:
             self.num_batches_tracked.add_(1)
-        if self.training and self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked)
+        # cumulative average until it is as fast as the momentum: each row sees one batch per T steps
+        n = max(float(self.num_batches_tracked), 1.0)
+        factor = 1.0 / n if self.momentum is None else max(self.momentum, 1.0 / n)
         return F.batch_norm(x, self.running_mean[row], self.running_var[row], self.weight, self.bias,
                             self.training, factor, self.eps)
 
