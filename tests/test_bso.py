@@ -223,10 +223,13 @@ def test_bso_rejects_latent_weights_and_splits_groups():
     assert "threshold" not in opt.param_groups[1]           # real groups carry no BSO keys
 
 
-def test_count_flips_matches_sign_changes():
+def test_flip_monitor_counts_the_optimizers_sign_changes():
+    from bsnn.measure.flips import FlipMonitor
+
     torch.manual_seed(4)
     model = make_model()
-    opt = BSO(model.parameters(), threshold=1e-4, beta1=0.5, count_flips=True)
+    opt = BSO(model.parameters(), threshold=1e-4, beta1=0.5)
+    monitor = FlipMonitor(model, opt)
     total = 0
     for s in range(10):
         before = [p.detach().clone() for p in binary_parameters(model)]
@@ -234,7 +237,20 @@ def test_count_flips_matches_sign_changes():
         loss_of(model, s).backward()
         opt.step()
         total += sum(int((b != p).sum()) for b, p in zip(before, binary_parameters(model)))
-    assert sum(int(opt.state[p]["flips"]) for p in binary_parameters(model)) == total > 0
+    assert sum(int(c) for c in monitor.counts) == total > 0
+
+
+@pytest.mark.parametrize("cls, bad", [(BSO, {"treshold": 1e-6}), (TBSO, {"betaa1": 0.5}), (BSO, {"beta2": 0.9}),
+                                      (TBSO, {"count_flips": True})])
+def test_misspelled_or_foreign_options_raise(cls, bad):
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cls(make_model().parameters(), **bad)
+
+
+def test_options_after_lr_are_keyword_only():
+    with pytest.raises(TypeError):
+        BSO(make_model().parameters(), 0.1, 1e-6)
+    assert TBSO(make_model().parameters(), 0.05).param_groups[0]["lr"] == 0.05
 
 
 def test_flip_scheduler_step_and_inv_sqrt():
@@ -262,9 +278,9 @@ def test_fused_compiled_step_equals_foreach_step():
     """``fused=True`` (torch.compile) must give exactly the flips of the foreach path."""
     torch.manual_seed(5)
     a = make_model()
-    b = copy.deepcopy(a)
-    kw = dict(threshold=1e-7, beta1=0.9, time_steps=3, momentum_reset=True, count_flips=True)
-    opt_a, opt_b = TBSO(a.parameters(), **kw), TBSO(b.parameters(), fused=True, **kw)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    kw = dict(threshold=1e-7, beta1=0.9, time_steps=3, momentum_reset=True)
+    opt_a, opt_b = TBSO(a.parameters(), fused=False, **kw), TBSO(b.parameters(), fused=True, **kw)
     for s in range(5):
         for model, opt in ((a, opt_a), (b, opt_b)):
             opt.zero_grad()
@@ -278,4 +294,14 @@ def test_fused_compiled_step_equals_foreach_step():
         sa, sb = opt_a.state[pa], opt_b.state[pb]
         assert torch.allclose(sa["momentum"], sb["momentum"], atol=1e-7)
         assert torch.allclose(sa["v"], sb["v"], rtol=1e-5)
-        assert int(sa["flips"]) == int(sb["flips"]) > 0
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(binary_parameters(a), binary_parameters(c)))   # flipped
+    # a flip schedule changes hyperparameter values: no second compilation
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    for g in opt_b.param_groups:
+        g["threshold"], g["beta1"] = g.get("threshold", 0) * 0.1, 0.5
+    opt_b.zero_grad()
+    loss_of(b, 9).backward()
+    opt_b.step(t=0)
+    assert counters["stats"]["unique_graphs"] == graphs

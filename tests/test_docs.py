@@ -48,3 +48,46 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert build(tmp_path) == []
     html = (tmp_path / "bsnn" / "optim.html").read_text()
     assert "BSO" in html and "TBSO" in html
+
+
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOTTED = re.compile(r"\bbsnn(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(r"from (bsnn(?:\.\w+)*) import (?:\(([^)]*)\)|([\w ,]+))")
+
+
+def documented_names() -> set[str]:
+    names = set()
+    for page in DOC_PAGES:
+        text = page.read_text()
+        names.update(DOTTED.findall(text))
+        for module, wrapped, items in FROM_IMPORT.findall(text):
+            items = wrapped or items
+            names.update(f"{module}.{item.strip()}" for item in items.replace("\n", ",").split(",") if item.strip())
+    return names
+
+
+def resolve_name(dotted: str):
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_name_the_docs_mention_exists():
+    names = documented_names()
+    assert "bsnn.nn.AGMM" in names and len(names) > 20
+    missing = []
+    for name in sorted(names):
+        try:
+            resolve_name(name)
+        except (ImportError, AttributeError):
+            missing.append(name)
+    assert not missing, f"the docs mention names that do not exist: {missing}"

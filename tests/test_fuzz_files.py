@@ -158,6 +158,7 @@ MAKERS = {
     "cifar10_dvs": make_spikingjelly("spikingjelly.datasets.cifar10_dvs.CIFAR10DVS"),
     "dvs128_gesture": make_spikingjelly("spikingjelly.datasets.dvs128_gesture.DVS128Gesture"),
     "digits": None,                      # inside the scikit-learn wheel: no user file to corrupt
+    "early_cue": None,                   # generated
 }
 
 

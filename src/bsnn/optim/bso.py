@@ -31,13 +31,21 @@ from .nonfinite import skip_step, track_skipped_steps
 __all__ = ["BSO", "TBSO", "bso_update"]
 
 
-def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool, flips: torch.Tensor | None):
+def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool) -> None:
     flip = torch.mul(w, m).gt_(thr)          # 1.0 where w*m > thr
     w.addcmul_(w, flip, value=-2.0)          # w -> -w where flip
     if momentum_reset:
         m.mul_(1.0 - flip)
-    if flips is not None:
-        flips.add_(flip.sum(dtype=torch.int64))
+
+
+def _mean_squares(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    if grads[0].is_cuda:
+        sq = torch._foreach_norm(grads)
+        torch._foreach_mul_(sq, sq)
+    else:  # on the CPU a dot product is the faster sum of squares
+        sq = [torch.dot(g.reshape(-1), g.reshape(-1)) for g in grads]
+    torch._foreach_div_(sq, [float(g.numel()) for g in grads])
+    return sq
 
 
 def bso_update(
@@ -51,50 +59,49 @@ def bso_update(
     beta2: float = 0.0,
     eps: float = 0.0,
     momentum_reset: bool = False,
-    foreach: bool = True,
-    flip_counts: list[torch.Tensor] | None = None,
+    foreach: bool | None = None,
 ) -> None:
     """Functional BSO/T-BSO step (in place). ``v_t`` holds, per tensor, the 0-d view ``v[t]`` (T-BSO)
-    or is ``None`` (BSO). ``flip_counts``, when given, are 0-d tensors incremented by the flips.
-    No value ever leaves the device."""
+    or is ``None`` (BSO). ``foreach`` (None: on CUDA) uses ``torch._foreach_*`` kernels on the tensors
+    grouped by device and dtype. No value ever leaves the device."""
     if not params:
         return
-    n = len(params)
-    counts = flip_counts if flip_counts is not None else [None] * n
-    if foreach:
-        torch._foreach_lerp_(momenta, grads, 1.0 - beta1)
-    else:
-        for m, g in zip(momenta, grads):
+    if foreach is None:
+        foreach = all(p.is_cuda for p in params)
+    if not foreach:
+        for i, (w, g, m) in enumerate(zip(params, grads, momenta)):
             m.lerp_(g, 1.0 - beta1)
-    if v_t is None:
-        thresholds = [threshold] * n
-    else:
-        if foreach:
-            if grads[0].is_cuda:
-                sq = torch._foreach_norm(grads)
-                torch._foreach_mul_(sq, sq)
-            else:  # on the CPU a dot product is the faster sum of squares
-                sq = [torch.dot(g.reshape(-1), g.reshape(-1)) for g in grads]
-            torch._foreach_div_(sq, [float(g.numel()) for g in grads])
-            torch._foreach_mul_(v_t, beta2)
-            torch._foreach_add_(v_t, sq, alpha=1.0 - beta2)
-            thresholds = torch._foreach_add(v_t, eps)
+            thr = threshold
+            if v_t is not None:
+                flat = g.reshape(-1)
+                v_t[i].mul_(beta2).add_(torch.dot(flat, flat) / flat.numel(), alpha=1.0 - beta2)
+                thr = v_t[i].add(eps).sqrt_().mul_(threshold)
+            _flip_(w, m, thr, momentum_reset)
+        return
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    for idx in groups.values():
+        ws, gs, ms = [params[i] for i in idx], [grads[i] for i in idx], [momenta[i] for i in idx]
+        torch._foreach_lerp_(ms, gs, 1.0 - beta1)
+        if v_t is None:
+            thresholds = [threshold] * len(idx)
+        else:
+            vs = [v_t[i] for i in idx]
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_add_(vs, _mean_squares(gs), alpha=1.0 - beta2)
+            thresholds = torch._foreach_add(vs, eps)
             torch._foreach_sqrt_(thresholds)
             torch._foreach_mul_(thresholds, threshold)
-        else:
-            thresholds = []
-            for g, v in zip(grads, v_t):
-                flat = g.reshape(-1)
-                v.mul_(beta2).add_(torch.dot(flat, flat) / flat.numel(), alpha=1.0 - beta2)
-                thresholds.append(v.add(eps).sqrt_().mul_(threshold))
-    for w, m, thr, c in zip(params, momenta, thresholds, counts):
-        _flip_(w, m, thr, momentum_reset, c)
+        for w, m, thr in zip(ws, ms, thresholds):
+            _flip_(w, m, thr, momentum_reset)
 
 
-def _fused_update(params, grads, momenta, v_t, beta1: float, threshold: float, beta2: float, eps: float,
-                  momentum_reset: bool, flip_counts) -> None:
+def _fused_update(params, grads, momenta, v_t, beta1: torch.Tensor, threshold: torch.Tensor,
+                  beta2: torch.Tensor, eps: torch.Tensor, momentum_reset: bool) -> None:
     """The same update written per element, for ``torch.compile`` to fuse into one pass per tensor
-    (plus one reduction for T-BSO's mean(G^2))."""
+    (plus one reduction for T-BSO's mean(G^2)). Hyperparameters are 0-d tensors, so a flip schedule
+    changing them does not compile again."""
     for i, (w, g, m) in enumerate(zip(params, grads, momenta)):
         m.lerp_(g, 1.0 - beta1)
         if v_t is None:
@@ -106,18 +113,40 @@ def _fused_update(params, grads, momenta, v_t, beta1: float, threshold: float, b
         w.copy_(torch.where(flip, -w, w))
         if momentum_reset:
             m.copy_(torch.where(flip, 0.0, m))
-        if flip_counts is not None:
-            flip_counts[i].add_(flip.sum())
 
 
 _compiled_update = None
+_compile_failed: set[str] = set()       # device types where inductor did not work: fall back quietly
 
 
-def _fused(*args, **kwargs) -> None:
+def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, group: dict) -> bool:
+    """Run the compiled update; False (nothing changed) where it cannot run and was not asked for."""
     global _compiled_update
+    if device.type in _compile_failed and not explicit:
+        return False
     if _compiled_update is None:
         _compiled_update = torch.compile(_fused_update, dynamic=False)
-    _compiled_update(*args, **kwargs)
+    hyper = [torch.tensor(float(group.get(k, 0.0)), device=device) for k in ("beta1", "threshold", "beta2", "eps")]
+    try:
+        _compiled_update(params, grads, momenta, v_t, *hyper, group["momentum_reset"])
+    except Exception:               # no C++ compiler / Triton: inductor fails before touching a tensor
+        if explicit:
+            raise
+        _compile_failed.add(device.type)
+        return False
+    return True
+
+
+def _fused_by_default(device: torch.device) -> bool:
+    """``fused=None``: the compiled update on CUDA when Triton is there (long GPU runs amortise the first
+    step's compilation); the CPU keeps the eager kernels (a compile costs seconds, as much as a small run)."""
+    if device.type != "cuda" or device.type in _compile_failed:
+        return False
+    try:
+        from torch.utils._triton import has_triton
+    except ImportError:
+        return False
+    return has_triton()
 
 
 class BSO(Optimizer):
@@ -131,11 +160,12 @@ class BSO(Optimizer):
         beta1: momentum weight on history (paper: 1 - 1e-3; the reference code passes ``1 - beta1``).
         momentum_reset: zero the momentum of flipped weights (reference code's BSO branch).
         real_optimizer: torch optimizer class for real parameters; ``real_optimizer_kwargs`` its options.
-        foreach: use ``torch._foreach_*`` kernels (default: True).
+        foreach: use ``torch._foreach_*`` kernels on tensors grouped by device and dtype; None (default):
+            on CUDA, as torch.optim decides.
         fused: run the update through ``torch.compile``, which fuses it into about one memory pass per
-            tensor (needs a working inductor backend: a C++ compiler on CPU, Triton on GPU; the first
-            step compiles, and a changed hyperparameter value compiles again). Default False.
-        count_flips: keep a running flip count per binary tensor in ``state[p]["flips"]`` (device tensor).
+            tensor (needs inductor: a C++ compiler on CPU, Triton on GPU; the first step compiles, once
+            per set of tensor shapes). None (default): on CUDA where Triton is available, falling back
+            quietly to the eager kernels if compilation fails; False: never; True: always (errors raise).
         skip_nonfinite: skip a step whose gradients (binary or real) are not all finite, leaving
             weights, momenta and v untouched, and count it in ``skipped_steps`` (saved in
             ``state_dict``); costs one host sync per step, like ``GradScaler``. Default True.
@@ -147,16 +177,15 @@ class BSO(Optimizer):
         self,
         params: Iterable,
         lr: float = 0.1,
+        *,
         threshold: float = 5e-7,
         beta1: float = 1 - 1e-3,
         momentum_reset: bool = False,
         real_optimizer: type[Optimizer] = torch.optim.SGD,
         real_optimizer_kwargs: dict[str, Any] | None = None,
-        foreach: bool = True,
-        fused: bool = False,
-        count_flips: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
         skip_nonfinite: bool = True,
-        **temporal_defaults: Any,
     ):
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
@@ -165,15 +194,19 @@ class BSO(Optimizer):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         defaults = dict(lr=lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
-                        foreach=foreach, fused=fused, **temporal_defaults)
+                        foreach=foreach, fused=fused, **self._temporal_defaults())
         self.real_optimizer: Optimizer | None = None
-        self.count_flips, self.skip_nonfinite = count_flips, skip_nonfinite
+        self.skip_nonfinite = skip_nonfinite
         super().__init__(params, defaults)
         track_skipped_steps(self)
         real_groups = [g for g in self.param_groups if not g["binary"]]
         if real_groups:
             self.real_optimizer = real_optimizer(real_groups, lr=lr, **(real_optimizer_kwargs or {}))
         self._link_real_optimizer()
+
+    def _temporal_defaults(self) -> dict[str, Any]:
+        """Group options a subclass adds (T-BSO: ``beta2``, ``eps``)."""
+        return {}
 
     def _link_real_optimizer(self) -> None:
         if self.real_optimizer is not None:
@@ -224,7 +257,7 @@ class BSO(Optimizer):
         if self.real_optimizer is not None:
             self.real_optimizer.step()
         for group in self.binary_groups():
-            params, grads, momenta, v_t, counts = [], [], [], [], []
+            params, grads, momenta, v_t = [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -233,28 +266,22 @@ class BSO(Optimizer):
                 state = self.state[p]
                 if not state:
                     state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if self.count_flips:
-                        state["flips"] = torch.zeros((), dtype=torch.int64, device=p.device)
                 params.append(p)
                 grads.append(p.grad)
                 momenta.append(state["momentum"])
                 v_t.append(self._v_slot(state, p, t))
-                if self.count_flips:
-                    counts.append(state.setdefault(
-                        "flips", torch.zeros((), dtype=torch.int64, device=p.device)))
             if not params:
                 continue
-            if group.get("fused"):
-                _fused(params, grads, momenta, v_t if self.temporal else None, group["beta1"],
-                       group["threshold"], group.get("beta2", 0.0), group.get("eps", 0.0),
-                       group["momentum_reset"], counts if self.count_flips else None)
+            fused = group["fused"]
+            device = params[0].device
+            if (fused or (fused is None and _fused_by_default(device))) and \
+                    _fused(device, bool(fused), params, grads, momenta, v_t if self.temporal else None, group):
                 continue
             bso_update(
                 params, grads, momenta, v_t if self.temporal else None,
                 beta1=group["beta1"], threshold=group["threshold"],
                 beta2=group.get("beta2", 0.0), eps=group.get("eps", 0.0),
                 momentum_reset=group["momentum_reset"], foreach=group["foreach"],
-                flip_counts=counts if self.count_flips else None,
             )
         return loss
 
@@ -270,9 +297,11 @@ class TBSO(BSO):
 
     temporal = True
 
-    def __init__(self, params: Iterable, lr: float = 0.1, threshold: float = 5e-7,
-                 beta1: float = 1 - 1e-3, beta2: float = 1 - 1e-5, eps: float = 1e-20,
-                 time_steps: int = 1, **kwargs: Any):
+    def __init__(self, params: Iterable, lr: float = 0.1, *, threshold: float = 5e-7,
+                 beta1: float = 1 - 1e-3, beta2: float = 1 - 1e-5, eps: float = 1e-20, time_steps: int = 1,
+                 momentum_reset: bool = False, real_optimizer: type[Optimizer] = torch.optim.SGD,
+                 real_optimizer_kwargs: dict[str, Any] | None = None, foreach: bool | None = None,
+                 fused: bool | None = None, skip_nonfinite: bool = True):
         if not 0.0 <= beta2 < 1.0:
             raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
         if eps < 0:
@@ -280,7 +309,13 @@ class TBSO(BSO):
         if time_steps < 1:
             raise ValueError(f"time_steps must be >= 1, got {time_steps}")
         self.time_steps = int(time_steps)
-        super().__init__(params, lr=lr, threshold=threshold, beta1=beta1, beta2=beta2, eps=eps, **kwargs)
+        self._beta2_eps = dict(beta2=beta2, eps=eps)
+        super().__init__(params, lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
+                         real_optimizer=real_optimizer, real_optimizer_kwargs=real_optimizer_kwargs,
+                         foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite)
+
+    def _temporal_defaults(self) -> dict[str, Any]:
+        return self._beta2_eps
 
     def _v_slot(self, state: dict, p: torch.Tensor, t: int | None) -> torch.Tensor:
         if t is None:
