@@ -193,3 +193,18 @@ def test_avgpool_saves_nothing_and_matches_torch():
         assert meter.peak == 0 and torch.equal(out, ref)
         g = torch.randn_like(ref)
         assert torch.allclose(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+@pytest.mark.parametrize("between", [lambda: nn.Dropout(0.1), lambda: nn.BatchNorm1d(32)])
+def test_a_batch_mixing_module_between_online_neuron_and_layer_fails_loudly(between):
+    from bsnn.nn import BinaryLinear, OnlineLIFNode, SpikingSequential, TraceRouted
+    from bsnn.optim import TBSO
+    from bsnn.train import OnlineMethod
+
+    model = SpikingSequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), OnlineLIFNode(), between(),
+                              TraceRouted(BinaryLinear(32, 10)))
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    with pytest.raises(ValueError, match="receives an online neuron's"):
+        OnlineMethod(2).train_batch(model, x, y, TBSO(model.parameters(), time_steps=2))
+    del model[4]                                       # the right order trains
+    OnlineMethod(2).train_batch(model, x, y, TBSO(model.parameters(), time_steps=2))

@@ -29,6 +29,7 @@ from spikingjelly.activation_based import base, functional, neuron
 from torch import nn
 
 from ..nn import OnlineLIFNode, set_step_mode
+from .firing import is_neuron
 
 __all__ = ["EnsembleReport", "LayerNoise", "ensemble", "residue"]
 
@@ -128,8 +129,7 @@ def ensemble(model: nn.Module, loader, method, device: torch.device | str | None
     amp = getattr(method, "amp_dtype", None)
     f64 = dict(dtype=torch.float64, device=device)
 
-    neurons = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, base.MemoryModule) and hasattr(m, "v_threshold")]
+    neurons = [(n, m) for n, m in model.named_modules() if is_neuron(m)]
     known = [(n, m, residue(m)) for n, m in neurons if residue(m) is not None]
     skipped = [f"{n} ({type(m).__name__})" for n, m in neurons if residue(m) is None]
     # per layer, per step: sums of xi/Vth, (xi/Vth)^2, spikes (on device) and element counts

@@ -7,17 +7,21 @@ import torch
 from spikingjelly.activation_based import base
 from torch import nn
 
-__all__ = ["FiringRateMeter"]
+__all__ = ["FiringRateMeter", "is_neuron"]
+
+
+def is_neuron(m: nn.Module) -> bool:
+    """A spiking layer: a SpikingJelly memory module with a threshold (not BatchNorm's or AGMM's state)."""
+    return isinstance(m, base.MemoryModule) and hasattr(m, "v_threshold")
 
 
 class FiringRateMeter:
-    """Counts spikes per neuron layer (memory modules with a ``v_threshold``) while active; ``rates()`` = spikes / (neurons x steps x samples).
+    """Counts spikes per neuron layer (``is_neuron``) while active; ``rates()`` = spikes / (neurons x steps x samples).
 
     Use on evaluation passes: in online training mode a neuron's output also carries its trace."""
 
     def __init__(self, model: nn.Module):
-        self.layers = [(n, m) for n, m in model.named_modules()
-                       if isinstance(m, base.MemoryModule) and hasattr(m, "v_threshold")]
+        self.layers = [(n, m) for n, m in model.named_modules() if is_neuron(m)]
         self.reset()
 
     def reset(self) -> None:
@@ -39,5 +43,5 @@ class FiringRateMeter:
             for h in handles:
                 h.remove()
 
-    def rates(self) -> dict[str, float]:
-        return {f"fire/{n}": float(self.spikes[n]) / self.elements[n] for n in self.spikes if self.elements[n]}
+    def rates(self, prefix: str = "fire/") -> dict[str, float]:
+        return {f"{prefix}{n}": float(self.spikes[n]) / self.elements[n] for n in self.spikes if self.elements[n]}

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import base, functional
+from spikingjelly.activation_based import functional
 from torch import nn
 
 from ..nn.binary import BinaryParameter, is_binary
 from ..nn.trace import TraceRouted
+from .firing import FiringRateMeter, is_neuron
 from .params import count_parameters
 
 __all__ = ["LayerRow", "Summary", "summary", "E_MAC_PJ", "E_AC_PJ"]
@@ -168,6 +169,8 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_s
     """Summarise ``model``. Give ``x`` (a real batch: [B, ...], or [B, T, ...] with ``temporal=True``)
     for meaningful firing rates; otherwise a random batch of ``input_shape`` (uniform [0, 1)) is used.
     Multi-step models ([T, B, ...]) run in one call; single-step models step T times."""
+    from ..train.method import frame, sequence
+
     if x is None:
         if input_shape is None:
             raise ValueError("give input_shape or x")
@@ -185,8 +188,8 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_s
         listed.update(id(p) for p in (m.layer.parameters() if isinstance(m, TraceRouted)
                                       else m.parameters(recurse=False)))
 
-    counts = {"spikes": {}, "elements": {}}
     n_samples = x.shape[0]
+    meter = FiringRateMeter(model)
 
     for name, m in model.named_modules():
         if isinstance(m, TraceRouted) or (isinstance(m, (nn.Conv2d, nn.Linear))
@@ -205,13 +208,11 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_s
                 else:
                     row.macs += _macs(lyr, out) / n_samples
             hooks.append(m.register_forward_hook(hook))
-        elif isinstance(m, base.MemoryModule):
+        elif is_neuron(m):
             register(name, m, type(m).__name__)
 
             def nhook(mod, inp, out, name=name):
                 rows[name].output_shape = tuple(out.shape[2:] if mod.step_mode == "m" else out.shape[1:])
-                counts["spikes"][name] = counts["spikes"].get(name, 0.0) + float(out.sum())
-                counts["elements"][name] = counts["elements"].get(name, 0) + out.numel()
             hooks.append(m.register_forward_hook(nhook))
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             register(name, m, type(m).__name__)
@@ -223,18 +224,19 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_s
     model.eval()
     try:
         functional.reset_net(model)
-        if getattr(model, "step_mode", "s") == "m":
-            model(x.transpose(0, 1) if temporal else x.unsqueeze(0).expand(time_steps, *x.shape))
-        else:
-            for t in range(time_steps):
-                model(x[:, t] if temporal else x)
+        with meter.record():
+            if getattr(model, "step_mode", "s") == "m":
+                model(sequence(x, time_steps, temporal))
+            else:
+                for t in range(time_steps):
+                    model(frame(x, t, temporal))
         functional.reset_net(model)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    for name, n in counts["elements"].items():
-        rows[name].firing_rate = counts["spikes"][name] / n
+    for name, rate in meter.rates(prefix="").items():
+        rows[name].firing_rate = rate
     other = sum(p.numel() for p in model.parameters() if id(p) not in listed)
     return Summary([rows[n] for n in order], time_steps, other_params=other)
 

@@ -8,13 +8,16 @@ one convolution fewer per layer and step (``tests/test_nn.py`` checks the equali
 """
 from __future__ import annotations
 
+import weakref
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .binary import is_latent_binary
 
-__all__ = ["TraceRouted", "linear_with_trace", "conv2d_with_trace"]
+__all__ = ["TraceRouted", "linear_with_trace", "conv2d_with_trace", "routing_check"]
 
 
 class _LinearWithTrace(torch.autograd.Function):
@@ -92,3 +95,47 @@ class TraceRouted(nn.Module):
             return linear_with_trace(spike, trace, layer.weight, layer.bias)
         return conv2d_with_trace(spike, trace, layer.weight, layer.bias, layer.stride,
                                  layer.padding, layer.dilation, layer.groups)
+
+
+BATCH_MIXING = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+@contextmanager
+def routing_check(model: nn.Module):
+    """Fail loudly where a module that treats batch entries jointly or randomly (BatchNorm, Dropout) sits
+    between an online neuron and the ``TraceRouted`` layer it feeds: it would receive ``[spike; trace]``
+    as one batch and mix statistics or masks across the two halves. Follows the neuron outputs through
+    module calls during the forwards inside the context (one training step is enough)."""
+    from .neuron import OnlineLIFNode
+
+    carries: dict[int, weakref.ref] = {}              # tensors that hold [spike; trace], by id
+    names = {m: n for n, m in model.named_modules()}
+
+    def mark(t: torch.Tensor) -> None:
+        carries[id(t)] = weakref.ref(t)
+
+    def marked(t) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in carries and carries[id(t)]() is t
+
+    def hook(module, args, out):
+        if isinstance(module, OnlineLIFNode):
+            if module.training and module.emit_trace:
+                mark(out)
+            return
+        if isinstance(module, TraceRouted) or not isinstance(out, torch.Tensor):
+            return
+        if any(marked(a) for a in args):
+            if isinstance(module, BATCH_MIXING):
+                raise ValueError(
+                    f"{type(module).__name__} at '{names.get(module, '?')}' receives an online neuron's "
+                    "[spike; trace] batch: put it before the neuron (or after the weight layer), or build the "
+                    "neuron with emit_trace=False")
+            if next(module.children(), None) is None:          # a leaf passes the pair on (pooling, flatten)
+                mark(out)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

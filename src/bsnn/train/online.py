@@ -11,11 +11,13 @@ extra forward steps per batch and no memory that grows with T.
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import nullcontext
 
 import torch
 from spikingjelly.activation_based import functional
 
+from ..nn.trace import routing_check
 from .losses import logits
 from .method import Method, frame, frozen_batchnorm_stats, optimizer_step
 
@@ -33,6 +35,7 @@ class OnlineMethod(Method):
         super().__init__(time_steps, temporal=temporal, criterion=criterion, teacher=teacher, amp_dtype=amp_dtype,
                          loss_lambda=loss_lambda)
         self.mode = mode
+        self._checked: weakref.WeakSet = weakref.WeakSet()       # models whose trace routing was checked
 
     @torch.no_grad()
     def _ensemble_mean(self, model, x) -> torch.Tensor:
@@ -54,7 +57,8 @@ class OnlineMethod(Method):
         for t in range(self.T):
             # DDP: all-reduce only where the optimizer steps (every step, or the last of T)
             skip_sync = not realtime and t < self.T - 1 and hasattr(model, "no_sync")
-            with model.no_sync() if skip_sync else nullcontext():
+            check = routing_check(model) if t == 0 and model not in self._checked else nullcontext()
+            with model.no_sync() if skip_sync else nullcontext(), check:
                 with self._autocast(x):
                     out = model(frame(x, t, self.temporal))
                     loss = self.criterion(out, y, teacher) / self.T
@@ -67,6 +71,7 @@ class OnlineMethod(Method):
             out_sum = o if out_sum is None else out_sum + o
         if not realtime:
             optimizer_step(optimizer, 0, scaler)
+        self._checked.add(model)
         return loss_sum, out_sum
 
     @torch.no_grad()
