@@ -305,3 +305,38 @@ def test_fused_compiled_step_equals_foreach_step():
     loss_of(b, 9).backward()
     opt_b.step(t=0)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_fused_default_compiles_large_groups_and_falls_back_quietly(monkeypatch):
+    import bsnn.optim.bso as bso
+
+    torch.manual_seed(6)
+    a = make_model()
+    b = copy.deepcopy(a)
+    opt_a, opt_b = TBSO(a.parameters(), time_steps=2, fused=False), TBSO(b.parameters(), time_steps=2)
+    assert opt_b.param_groups[0]["fused"] is None
+    assert not bso._fused_by_default(list(binary_parameters(b)))          # small: eager
+    monkeypatch.setattr(bso, "FUSED_MIN_NUMEL", 0)
+    calls = []
+    real = bso._fused
+    monkeypatch.setattr(bso, "_fused", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for s in range(3):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            loss_of(model, s).backward()
+            opt.step(t=s % 2)
+    assert calls and all(torch.equal(pa, pb) for pa, pb in zip(binary_parameters(a), binary_parameters(b)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(bso, "_compiled_update", broken)
+    monkeypatch.setattr(bso, "_compile_failed", set())
+    opt_b.zero_grad()
+    loss_of(b, 5).backward()
+    opt_b.step(t=0)                                                          # quietly eager
+    assert "cpu" in bso._compile_failed
+    with pytest.raises(RuntimeError, match="no C"):
+        opt = TBSO(b.parameters(), time_steps=2, fused=True)
+        loss_of(b, 6).backward()
+        opt.step(t=0)

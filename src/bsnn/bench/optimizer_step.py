@@ -1,8 +1,9 @@
 """Cost of one optimizer step on VGG-11's binary tensors (9,216,000 weights), against references.
 
-Rows: bsnn BSO and T-BSO (``foreach`` kernels, and ``fused=True``: one ``torch.compile``-d pass), the same update written the straightforward way (one tensor
-at a time, v kept on the CPU and read back every step, as the reference code is structured),
-``torch.optim.SGD`` with momentum on the same tensors, and the memory-bandwidth floor: the bytes the
+Rows: bsnn BSO and T-BSO (eager ``foreach`` kernels; ``fused=True``: one ``torch.compile``-d pass; the
+default ``fused=None``, which compiles for groups this large), the same update written the
+straightforward way (one tensor at a time, v kept on the CPU and read back every step, as the reference
+code is structured), ``torch.optim.SGD`` with momentum on the same tensors, and the memory-bandwidth floor: the bytes the
 update must move (read w, m, g; write w, m: 20 B per weight) divided by the measured copy bandwidth.
 """
 from __future__ import annotations
@@ -75,13 +76,13 @@ def run(device: str = "auto", repeats: int = 20, shapes=VGG11_BINARY_SHAPES, log
                      "share of copy bandwidth": f"{needed / seconds / floor_bw:.2f}", "note": note})
         log(rows[-1])
 
-    for fused in (False, True):
-        kind = "fused, torch.compile" if fused else "foreach"
+    for fused in (False, True, None):
+        kind = {False: "eager foreach", True: "fused=True, torch.compile", None: "default: fused=None"}[fused]
         ps = binary_params()
-        opt = BSO(ps, threshold=5e-7, fused=fused)
+        opt = BSO(ps, threshold=5e-7, fused=fused, foreach=True)
         add(f"bsnn BSO ({kind})", _time(lambda: opt.step(), dev, repeats))
         ps = binary_params()
-        opt_t = TBSO(ps, threshold=5e-7, time_steps=4, fused=fused)
+        opt_t = TBSO(ps, threshold=5e-7, time_steps=4, fused=fused, foreach=True)
         add(f"bsnn T-BSO ({kind})", _time(lambda: opt_t.step(t=1), dev, repeats))
     ps = binary_params()
     momenta = [torch.zeros_like(p) for p in ps]

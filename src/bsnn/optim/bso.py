@@ -28,7 +28,7 @@ from torch.optim import Optimizer
 from ..nn.binary import is_binary, is_latent_binary
 from .nonfinite import skip_step, track_skipped_steps
 
-__all__ = ["BSO", "TBSO", "bso_update"]
+__all__ = ["BSO", "TBSO", "bso_update", "FUSED_MIN_NUMEL"]
 
 
 def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool) -> None:
@@ -137,16 +137,23 @@ def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, gr
     return True
 
 
-def _fused_by_default(device: torch.device) -> bool:
-    """``fused=None``: the compiled update on CUDA when Triton is there (long GPU runs amortise the first
-    step's compilation); the CPU keeps the eager kernels (a compile costs seconds, as much as a small run)."""
-    if device.type != "cuda" or device.type in _compile_failed:
+FUSED_MIN_NUMEL = 1 << 20     # fused=None compiles for groups this large (VGG-11: 9.2 M binary weights)
+
+
+def _fused_by_default(params: list[torch.Tensor]) -> bool:
+    """``fused=None``: the compiled update where it pays for its compilation (about a second per set of
+    shapes on a CPU): groups of at least ``FUSED_MIN_NUMEL`` binary weights, on CUDA with Triton or on
+    the CPU, unless inductor already failed there. Small models keep the eager kernels."""
+    device = params[0].device
+    if device.type in _compile_failed or sum(p.numel() for p in params) < FUSED_MIN_NUMEL:
         return False
-    try:
-        from torch.utils._triton import has_triton
-    except ImportError:
-        return False
-    return has_triton()
+    if device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+        except ImportError:
+            return False
+        return has_triton()
+    return device.type == "cpu"
 
 
 class BSO(Optimizer):
@@ -164,8 +171,9 @@ class BSO(Optimizer):
             on CUDA, as torch.optim decides.
         fused: run the update through ``torch.compile``, which fuses it into about one memory pass per
             tensor (needs inductor: a C++ compiler on CPU, Triton on GPU; the first step compiles, once
-            per set of tensor shapes). None (default): on CUDA where Triton is available, falling back
-            quietly to the eager kernels if compilation fails; False: never; True: always (errors raise).
+            per set of tensor shapes). None (default): for param groups of at least ``FUSED_MIN_NUMEL``
+            binary weights, falling back quietly to the eager kernels where inductor does not work;
+            False: never; True: always (errors raise).
         skip_nonfinite: skip a step whose gradients (binary or real) are not all finite, leaving
             weights, momenta and v untouched, and count it in ``skipped_steps`` (saved in
             ``state_dict``); costs one host sync per step, like ``GradScaler``. Default True.
@@ -274,7 +282,7 @@ class BSO(Optimizer):
                 continue
             fused = group["fused"]
             device = params[0].device
-            if (fused or (fused is None and _fused_by_default(device))) and \
+            if (fused or (fused is None and _fused_by_default(params))) and \
                     _fused(device, bool(fused), params, grads, momenta, v_t if self.temporal else None, group):
                 continue
             bso_update(
