@@ -30,7 +30,7 @@ SETTINGS = {       # name -> (recipe, overrides, needs data file)
     "early_cue_bptt": ("digits_tbso", [*EARLY_CUE, "train.epochs=10", *BPTT], None),
     "digits": ("digits_tbso", [], None),
     "digits_bptt": ("digits_tbso", BPTT, None),
-    "nmnist": ("nmnist_tbso", ["train.epochs=15"], "nmnist_small.tar.gz"),
+    "nmnist": ("nmnist_tbso", ["train.epochs=15"], "nmnist_small"),
     "mnist": ("mnist_tbso", ["train.epochs=2"], "mnist.npz"),
 }
 
@@ -47,7 +47,8 @@ def run(recipe: str, overrides: list[str], bn: str) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="folder with mnist.npz and nmnist_small.tar.gz (settings without it are skipped)")
+    p.add_argument("--data", help="folder with mnist.npz and nmnist_small/ (the extracted N-MNIST subset); "
+                                  "settings whose file is missing are skipped")
     p.add_argument("--only", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     args = p.parse_args()
     rows = []
@@ -68,9 +69,11 @@ def main() -> int:
                              "batch stats %": f"{100 * r['batch']:.2f}",
                              "gap (points)": f"{100 * (r['batch'] - r['checked']):+.2f}",
                              "each step alone %": " ".join(f"{100 * a:.1f}" for a in r["steps"])})
+                print(rows[-1], file=sys.stderr, flush=True)
     except UserError as e:
         print(f"bn_stats: {e}", file=sys.stderr)
-        return 2
+        if not rows:
+            return 2
     print(f"BatchNorm statistics shared vs per time step; {hardware()}\n")
     print(markdown_table(rows))
     return 0

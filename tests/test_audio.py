@@ -10,7 +10,6 @@ import torch
 from bsnn.cli import main
 from bsnn.data import create
 from bsnn.data.audio import place_window, read_wav
-from bsnn.errors import DatasetError
 
 pytest.importorskip("torchaudio")
 

@@ -11,7 +11,7 @@ import bsnn
 from bsnn import models
 from bsnn.cli import main
 from bsnn.config import resolve
-from bsnn.data import create, make_loader
+from bsnn.data import make_loader
 from bsnn.nn import StepBatchNorm, per_step_batchnorm
 from bsnn.recipes import load_recipe
 from bsnn.train import build_data, build_trainer
@@ -80,7 +80,7 @@ def test_fewer_or_shared_statistics_fill_the_new_steps_on_load():
     for a, b in zip(step_bns(one), step_bns(four)):
         assert torch.equal(b.running_mean, a.running_mean.expand(4, -1))
         assert torch.equal(b.running_var, a.running_var.expand(4, -1))
-    shared = models.create("mlp", in_features=64, hidden=(8,), time_steps=4)
+    shared = models.create("mlp", in_features=64, hidden=(8,), time_steps=4, bn_stats="shared")
     four.load_state_dict(shared.state_dict())
     bn = next(m for m in shared.modules() if isinstance(m, nn.BatchNorm1d))
     assert torch.equal(step_bns(four)[0].running_mean, bn.running_mean.expand(4, -1))
@@ -144,3 +144,23 @@ def test_bn_warning_needs_a_gap_above_noise():
     real = Evaluation(0.21, 2.0, [0.21], 4000, 0.21, 0.80, 1024)
     assert noisy.bn_warning() is None
     assert "BN statistics do not fit the data" in real.bn_warning()
+
+
+def _early_cue_run(bn_stats: str):
+    cfg = resolve(load_recipe("digits_tbso"), ["data.name=early_cue", "data.samples=3000", "data.quiet=0.2",
+                                               "model.hidden=[128,128]", "train.epochs=8", "train.progress=false",
+                                               f"model.bn_stats={bn_stats}"])
+    trainer = build_trainer(cfg, log=lambda *a: None)
+    history = trainer.fit()
+    return history[-1]["train_loss"], trainer.last_evaluation
+
+
+def test_per_step_statistics_fit_a_task_whose_information_sits_in_the_first_steps():
+    """Online training normalises each step by its own batch statistics; shared running statistics mix
+    the cue steps with the silent ones and fit neither, per-step ones fit (same weights: same loss)."""
+    loss_shared, shared = _early_cue_run("shared")
+    loss_per_step, per_step = _early_cue_run("per_step")
+    assert loss_shared == loss_per_step
+    assert abs(per_step.bn_gap) <= 0.02 and per_step.bn_batch_accuracy > 0.8
+    assert shared.bn_gap > 0.05 and shared.bn_warning() is not None
+    assert per_step.accuracy > shared.accuracy

@@ -95,7 +95,8 @@ def test_string_paths_stay_strings_and_a_whole_section_keeps_its_defaults(tmp_pa
 
 
 def test_sync_bn_without_torchrun_is_a_warning_line(tmp_path, capsys):
-    code, _, err = run(["train", "--recipe", "digits_tbso", "--set", "train.sync_bn=true", "--set", "train.epochs=1",
+    code, _, err = run(["train", "--recipe", "digits_tbso", "--set", "train.sync_bn=true", "--set", "model.bn_stats=shared",
+                        "--set", "train.epochs=1",
                         "--set", "train.progress=false", "--set", "model.hidden=[8,8]", "--set", "train.limit_batches=1",
                         "--out", str(tmp_path / "r")], capsys)
     assert code == 0 and err == "bsnn: warning: train.sync_bn=true has no effect in one process (it applies under torchrun)\n"

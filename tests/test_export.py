@@ -174,11 +174,11 @@ def test_cli_export_and_summary_file(digits_run, tmp_path, capsys):
     out = tmp_path / "model.bsnn"
     assert main(["export", "--checkpoint", str(digits_run / "checkpoint.pt"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert f"{out.stat().st_size:,} bytes" in text and "summary 192,552 bytes" in text
+    assert f"{out.stat().st_size:,} bytes" in text and "summary 217,128 bytes" in text   # incl. per-step BN
     assert main(["summary", "--file", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "linear (binary)" in text and "262,144" in text and "summary size 192,552 bytes" in text
-    assert 1.0 <= out.stat().st_size / 192_552 <= 1.02
+    assert "linear (binary)" in text and "262,144" in text and "summary size 217,128 bytes" in text
+    assert 1.0 <= out.stat().st_size / 217_128 <= 1.02
 
 
 @pytest.mark.parametrize("args, message", [
@@ -301,12 +301,14 @@ def test_onnx_step_matches_runtime(make, shape, tmp_path):
 
 
 def test_packed_description_is_plain_json(tmp_path):
-    save_packed(models.create("mlp", in_features=64, hidden=(16,)), tmp_path / "m.bsnn", 1, (1, 8, 8))
-    raw = (tmp_path / "m.bsnn").read_bytes()
-    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
-    meta = header["__metadata__"]
-    assert meta["format"] == "bsnn-packed" and meta["format_version"] == "1"
-    assert json.loads(meta["bsnn"])["output"] == "4"          # flatten, linear (+BN), lif, head
+    for bn_stats, version in (("shared", "1"), ("per_step", "2")):       # 2: scale/bias rows per step
+        save_packed(models.create("mlp", in_features=64, hidden=(16,), bn_stats=bn_stats, time_steps=2),
+                    tmp_path / "m.bsnn", 1, (1, 8, 8))
+        raw = (tmp_path / "m.bsnn").read_bytes()
+        header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+        meta = header["__metadata__"]
+        assert meta["format"] == "bsnn-packed" and meta["format_version"] == version
+        assert json.loads(meta["bsnn"])["output"] == "4"          # flatten, linear (+BN), lif, head
 
 
 @pytest.mark.parametrize("module, writer", [("nir", "bsnn.export.nir:export_nir"),

@@ -11,7 +11,7 @@ from bsnn.nn import BinaryConv2d, BinaryLinear, OnlineLIFNode, SpikingSequential
 
 
 def test_summary_counts_match_hand_computation():
-    model = create("convnet", in_channels=1, image_size=8, channels=(4, 8), head="flatten")
+    model = create("convnet", in_channels=1, image_size=8, channels=(4, 8), head="flatten", bn_stats="shared")
     s = summary(model, (1, 8, 8), time_steps=2)
     by_kind = {r.name: r for r in s.rows}
     # conv0 1->4 3x3 real (36), bn0 (8 + 8 buffers), binary conv 4->8 3x3 (288), bn1 (16 + 16 buffers),
@@ -59,7 +59,7 @@ def test_firing_rate_exact_on_constructed_input():
 
 
 def test_summary_of_multistep_model_matches_single_step_counts():
-    online = create("convnet", in_channels=1, image_size=8, channels=(4, 8))
+    online = create("convnet", in_channels=1, image_size=8, channels=(4, 8), bn_stats="shared")
     bptt = create("convnet", in_channels=1, image_size=8, channels=(4, 8), method="bptt")
     a, b = summary(online, (1, 8, 8), 2), summary(bptt, (1, 8, 8), 2)
     assert (a.binary_params, a.real_params) == (b.binary_params, b.real_params)

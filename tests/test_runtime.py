@@ -29,9 +29,9 @@ def randomize_bn(model: nn.Module, seed: int = 1) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            c = m.num_features
-            m.running_mean.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
-            m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+            c, stats = m.num_features, m.running_mean.shape          # [C], or [T, C] per time step
+            m.running_mean.copy_(torch.rand(stats, generator=g) * 0.6 - 0.3)
+            m.running_var.copy_(torch.rand(stats, generator=g) * 1.5 + 0.5)
             m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
             m.bias.data.copy_(torch.rand(c, generator=g) * 0.7 - 0.2)
     return model.eval()
@@ -100,6 +100,13 @@ ARCHS = {
                                                     stem="small", method="online", in_channels=1), (1, 28, 28)),
     "sei-channel_scaled-nmnist": (lambda: models.create("sei_resnet_tiny", widths=(8, 16), stem="small",
                                                         binarizer="channel_scaled", in_channels=2), (2, 34, 34)),
+    # BatchNorm statistics per time step (format version 2: scale/bias rows per step; T=3 > 2 rows)
+    "mlp-online-per_step": (lambda: models.create("mlp", in_features=64, hidden=(96, 80), bn_stats="per_step",
+                                                  time_steps=2), (1, 8, 8)),
+    "vgg11-bptt-per_step": (lambda: models.create("vgg11", method="bptt", bn_stats="per_step", time_steps=3),
+                            (3, 16, 16)),
+    "sei-per_step": (lambda: models.create("sei_resnet_tiny", widths=(8, 16), bn_stats="per_step", time_steps=3),
+                     (3, 16, 16)),
 }
 
 

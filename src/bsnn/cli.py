@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .errors import UserError, did_you_mean, one_line, short
+from .errors import UserError, one_line, short
 
 __all__ = ["main"]
 
@@ -28,7 +28,8 @@ def _report_model(model, log=print) -> None:
     from .measure import count_parameters
 
     c = count_parameters(model)
-    log(f"parameters: {c.binary:,} binary (1 bit) + {c.real:,} real (32 bit); "
+    steps = f" + {c.step_stats:,} per-step BatchNorm values" if c.step_stats else ""
+    log(f"parameters: {c.binary:,} binary (1 bit) + {c.real:,} real (32 bit){steps}; "
         f"model size {c.bits:,} bits = {c.bits / 8e6:.4f} MB "
         f"({c.float32_bits / max(c.bits, 1):.1f}x smaller than float32)")
 
@@ -266,18 +267,17 @@ def cmd_summary(args) -> int:
         except UserError as e:
             note += f" ({cfg['data']['name']} not loaded: {e})"
     else:
-        from .config import parse_value
+        from .config import check_model_options, parse_value
         if not args.model or not args.input_shape:
             raise UserError("summary needs --recipe NAME, --checkpoint PATH, or --model NAME with --input-shape C H W")
-        if args.model not in models.list_models():
-            raise UserError(f"unknown model {short(args.model)}{did_you_mean(args.model, models.list_models())}; "
-                            f"known: {', '.join(models.list_models())}")
-        kwargs = {}
+        kwargs = {"name": args.model}
         for item in args.set:
             if "=" not in item:
                 raise UserError(f"--set expects key=value, got {item!r}")
             k, v = item.split("=", 1)
             kwargs[k.removeprefix("model.")] = parse_value(v)
+        kwargs = check_model_options(kwargs, injected=("in_features", "in_channels", "image_size"))
+        kwargs.pop("name")
         shape = tuple(args.input_shape)
         params = models.model_signature(args.model).parameters
         c, *spatial = shape

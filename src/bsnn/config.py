@@ -252,6 +252,23 @@ def _check_factory(section: str, cfg: dict, sig: inspect.Signature, reserved: se
             cfg[k] = _check_type(f"{section}.{k}", v, default if not isinstance(default, tuple) else list(default))
 
 
+MODEL_INJECTED = ("method", "num_classes", "in_features", "in_channels", "image_size", "time_steps")
+
+
+def check_model_options(model: dict, injected=MODEL_INJECTED) -> dict:
+    """Check (and coerce, in place) a ``model`` section: ``name`` and the factory's options, including
+    ``LayerKit``'s for factories taking ``**kit``; ``injected`` keys are bsnn's to set."""
+    from . import models
+    from .models.layers import kit_fields
+
+    try:
+        sig = models.model_signature(model["name"])
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    _check_factory("model", model, sig, set(), set(injected), extra=kit_fields())
+    return model
+
+
 def validate(cfg: dict) -> dict:
     """Check every key and value; return the config with values coerced to their types."""
     from . import data, models
@@ -286,17 +303,14 @@ def validate(cfg: dict) -> dict:
         for k in set(defaults) - set(sec):             # a section given without some keys
             sec[k] = copy.deepcopy(defaults[k])
     try:
-        msig = models.model_signature(cfg["model"]["name"])
+        models.model_signature(cfg["model"]["name"])
         dsig = data.dataset_signature(cfg["data"]["name"])
     except KeyError as e:
         raise ConfigError(str(e.args[0])) from None
     except TypeError:                                   # an unhashable name
         raise ConfigError(f"model.name and data.name must be names, got {short(cfg['model']['name'])} "
                           f"and {short(cfg['data']['name'])}") from None
-    from .models.layers import kit_fields
-    _check_factory("model", cfg["model"], msig, set(), {"method", "num_classes", "in_features",
-                                                         "in_channels", "image_size", "time_steps"},
-                   extra=kit_fields())
+    check_model_options(cfg["model"])
     if cfg["model"].get("agmm") is not None and not isinstance(cfg["model"]["agmm"], dict):
         raise ConfigError("model.agmm must be a mapping of AGMM options (or null)")
     _check_factory("data", cfg["data"], dsig, set(DEFAULTS["data"]), {"time_steps"})
@@ -352,9 +366,10 @@ def _check_ranges(cfg: dict) -> None:
     if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):
         raise ConfigError("method.name=bptt trains latent weights with optim.name=sgd or adam; "
                           "BSO/T-BSO need method.name=online")
-    if cfg["train"]["sync_bn"] and cfg["model"].get("bn_stats") == "per_step":
-        raise ConfigError("train.sync_bn=true keeps one set of BatchNorm statistics; it cannot be combined "
-                          "with model.bn_stats=per_step")
+    if cfg["train"]["sync_bn"] and cfg["model"].get("bn_stats", "auto") != "shared" \
+            and cfg["method"]["name"] == "online":
+        raise ConfigError("train.sync_bn=true keeps one set of BatchNorm statistics: with online training "
+                          "set model.bn_stats=shared (the default there is per-step statistics)")
     if cfg["method"]["name"] == "online" and cfg["optim"]["name"] in ("sgd", "adam") \
             and cfg["model"].get("binary", True):
         raise ConfigError("online binary weights (exactly ±1) are trained by optim.name=bso or tbso; "

@@ -28,7 +28,7 @@ from ..nn.modulation import AGMM
 from ..nn.neuron import OnlineLIFNode
 from ..nn.trace import TraceRouted
 
-__all__ = ["Graph", "lower", "fold_batchnorm", "UnsupportedModel"]
+__all__ = ["Graph", "lower", "fold_batchnorm", "UnsupportedModel", "refuse_per_step"]
 
 
 class UnsupportedModel(ValueError):
@@ -45,19 +45,24 @@ class Graph:
         return next(n for n in self.nodes if n["name"] == name)
 
 
+def refuse_per_step(graph: "Graph", fmt: str) -> None:
+    """Formats without time-varying parameters (NIR, the ONNX step) cannot hold per-step BatchNorm."""
+    if any(v.ndim == 2 for k, v in graph.tensors.items() if k.endswith((".scale", ".bias"))):
+        raise UnsupportedModel(f"BatchNorm statistics per time step (model.bn_stats=per_step) have no {fmt} "
+                               "form; export the packed file, or train with model.bn_stats=shared")
+
+
 def _pair(v) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
 
 
 def fold_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> tuple[np.ndarray, np.ndarray]:
     """Eval-mode BatchNorm as ``fma(x, a, b)``: ``a = weight / sqrt(var + eps)`` in float32 and
-    ``b = bias − mean·a`` rounded once (PyTorch's CPU kernel)."""
+    ``b = bias − mean·a`` rounded once (PyTorch's CPU kernel). ``[C]`` each, or ``[T, C]`` for
+    statistics per time step (``StepBatchNorm``)."""
     if bn.running_mean is None or bn.running_var is None:
         raise UnsupportedModel("a BatchNorm without running statistics cannot be folded "
                                "(track_running_stats=False normalises with batch statistics)")
-    if bn.running_mean.dim() != 1:
-        raise UnsupportedModel("BatchNorm statistics per time step (model.bn_stats=per_step) are not in the "
-                               "export formats yet; export a model trained with bn_stats=shared")
     f32 = np.float32
     var = bn.running_var.detach().float().cpu().numpy()
     mean = bn.running_mean.detach().float().cpu().numpy()
@@ -181,7 +186,7 @@ class _Lowerer:
             return self.weight(name, m, x)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             a, b = fold_batchnorm(m)
-            return self.emit("affine", name, [x], {"scale": a, "bias": b}, channels=len(a))
+            return self.emit("affine", name, [x], {"scale": a, "bias": b}, channels=a.shape[-1])
         if isinstance(m, AGMM):
             if m.mode == "backward":
                 return x

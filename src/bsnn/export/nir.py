@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from ..runtime.ops import pool_out_size
-from .lower import UnsupportedModel, lower
+from .lower import UnsupportedModel, lower, refuse_per_step
 from .packed import node_shapes
 
 __all__ = ["export_nir", "to_nir", "DT"]
@@ -57,6 +57,7 @@ def to_nir(model: nn.Module, input_shape, time_steps: int = 1, allow_reset_misma
     """``nir.NIRGraph`` of ``model``; see the module docstring for the mapping."""
     nir = _require_nir()
     graph = lower(model)
+    refuse_per_step(graph, "NIR")
     soft = [n["name"] for n in graph.nodes if n["op"] == "lif" and n["v_reset"] is None]
     if soft and not allow_reset_mismatch:
         raise UnsupportedModel(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .lower import Graph, UnsupportedModel, lower
+from .lower import Graph, UnsupportedModel, lower, refuse_per_step
 from .packed import node_shapes
 
 __all__ = ["export_onnx_step", "to_onnx", "OPSET"]
@@ -80,6 +80,7 @@ def to_onnx(model: nn.Module, input_shape, time_steps: int = 1):
     except ImportError:
         raise UnsupportedModel("ONNX export needs the onnx package (pip install 'bsnn[onnx]')") from None
     graph = lower(model)
+    refuse_per_step(graph, "ONNX")
     shapes = node_shapes(graph, input_shape)
     b = _Builder(helper, numpy_helper)
     val = {"input": "x"}

@@ -66,7 +66,8 @@ def packed_bytes(graph: Graph, desc: dict, real_dtype: str = "float32") -> bytes
     from safetensors.numpy import save
 
     tensors = packed_tensors(graph, real_dtype)
-    meta = {"format": FORMAT, "format_version": str(VERSION),
+    per_step = any(v.ndim == 2 for k, v in graph.tensors.items() if k.endswith((".scale", ".bias")))
+    meta = {"format": FORMAT, "format_version": str(VERSION if per_step else 1),
             "bsnn": json.dumps(desc, separators=(",", ":"))}
     return save(tensors, metadata=meta)
 

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from ..nn.batchnorm import StepBatchNorm
 from ..nn.binarize import Binarizer
 from ..nn.binary import BinaryParameter
 
@@ -17,11 +18,14 @@ class ParameterCount:
     real: int          # 32-bit parameters
     buffers: int       # 32-bit floating buffers (BN running mean/var)
     scales: int = 0    # 32-bit scales a binarizer derives from latent weights (deployed with the signs)
+    step_stats: int = 0  # 32-bit values per-step BatchNorm adds when deployed: folded scale and bias
+    #                      for every time step after the first (2·C·(T − 1) per StepBatchNorm)
 
     @property
     def bits(self) -> int:
-        """What a deployed model holds: binary weights at 1 bit, real parameters and scales at 32 bits."""
-        return self.binary + 32 * (self.real + self.scales)
+        """What a deployed model holds: binary weights at 1 bit; real parameters, scales and per-step
+        BatchNorm values at 32 bits."""
+        return self.binary + 32 * (self.real + self.scales + self.step_stats)
 
     @property
     def bits_with_buffers(self) -> int:
@@ -42,4 +46,5 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
     scales = sum(m.binarizer.scale_count(m.weight) for m in model.modules()
                  if isinstance(getattr(m, "binarizer", None), Binarizer) and isinstance(m.weight, BinaryParameter))
-    return ParameterCount(binary, real, buffers, scales)
+    step_stats = sum(2 * m.num_features * (m.time_steps - 1) for m in model.modules() if isinstance(m, StepBatchNorm))
+    return ParameterCount(binary, real, buffers, scales, step_stats)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import base, functional
 from torch import nn
 
 from ..nn.binary import BinaryParameter, is_binary
@@ -158,9 +158,10 @@ def _macs(layer: nn.Module, y: torch.Tensor) -> float:
 
 
 def _own_counts(m: nn.Module) -> tuple[int, int, int]:
-    """(binary, real incl. a binarizer's derived scales, buffers) of one listed layer (``count_parameters``)."""
+    """(binary, real incl. a binarizer's derived scales and per-step BatchNorm values, buffers) of one
+    listed layer (``count_parameters``)."""
     c = count_parameters(m.layer if isinstance(m, TraceRouted) else m)
-    return c.binary, c.real + c.scales, c.buffers
+    return c.binary, c.real + c.scales + c.step_stats, c.buffers
 
 
 @torch.no_grad()
@@ -214,11 +215,13 @@ def summary(model: nn.Module, input_shape: tuple[int, ...] | None = None, time_s
             def nhook(mod, inp, out, name=name):
                 rows[name].output_shape = tuple(out.shape[2:] if mod.step_mode == "m" else out.shape[1:])
             hooks.append(m.register_forward_hook(nhook))
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            register(name, m, type(m).__name__)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) or (
+                isinstance(m, base.MemoryModule) and next(m.parameters(recurse=False), None) is not None):
+            register(name, m, type(m).__name__)                 # BatchNorm, AGMM's gate
 
             def bhook(mod, inp, out, name=name):
-                rows[name].output_shape = tuple(out.shape[1:])
+                multi = getattr(mod, "step_mode", "s") == "m"
+                rows[name].output_shape = tuple(out.shape[2:] if multi else out.shape[1:])
             hooks.append(m.register_forward_hook(bhook))
     was_training = model.training
     model.eval()

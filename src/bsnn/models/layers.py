@@ -9,7 +9,8 @@
 
 ``binary=False`` gives the full-precision network of the same shape (FP-SNN / OTTT baselines).
 ``agmm`` (a dict of ``bsnn.nn.AGMM`` options plus ``where``) adds AGMM to every binary layer.
-``bn_stats="per_step"`` gives every BatchNorm running statistics per time step (``bsnn.nn.StepBatchNorm``).
+``bn_stats="per_step"`` gives every BatchNorm running statistics per time step (``bsnn.nn.StepBatchNorm``);
+``"auto"`` (default) does so for online training.
 Model factories take these options as keyword arguments (``**kit``).
 """
 from __future__ import annotations
@@ -55,7 +56,8 @@ class LayerKit:
     binarizer: str = "sign_ste"         # latent-weight layers (BPTT)
     time_steps: int = 4                 # length of AGMM's alpha
     agmm: dict | None = field(default=None)
-    bn_stats: str = "shared"            # BatchNorm running statistics: shared over T, or per_step (BNTT-style)
+    bn_stats: str = "auto"              # BatchNorm running statistics: shared over T, per_step, or auto:
+                                        # per_step online (docs/methods.md, "BatchNorm statistics")
 
     def __post_init__(self):
         for name, value, allowed in (("method", self.method, METHODS), ("trace", self.trace, (*TRACES, "none")),
@@ -145,9 +147,15 @@ class LayerKit:
         return SpikingSequential(*pair, step_mode=self.step_mode)
 
 
+    @property
+    def per_step_bn(self) -> bool:
+        """Online training normalises each step by its own batch statistics, so its running statistics
+        must be per step to match; BPTT normalises over all T steps at once, as shared statistics do."""
+        return self.bn_stats == "per_step" or (self.bn_stats == "auto" and self.method == "online")
+
     def finish(self, model: nn.Module) -> nn.Module:
-        """What applies to a whole built model: per-step BatchNorm statistics (``bn_stats="per_step"``)."""
-        if self.bn_stats == "per_step":
+        """What applies to a whole built model: per-step BatchNorm statistics (``per_step_bn``)."""
+        if self.per_step_bn:
             per_step_batchnorm(model, self.time_steps, self.step_mode)
         return model
 

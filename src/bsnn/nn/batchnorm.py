@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = ["StepBatchNorm", "per_step_batchnorm", "BN_STATS"]
 
-BN_STATS = ("shared", "per_step")
+BN_STATS = ("auto", "shared", "per_step")      # auto: per_step for online training, shared for BPTT
 
 
 class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):

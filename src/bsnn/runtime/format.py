@@ -3,7 +3,8 @@
 Container: safetensors (8-byte little-endian header length, a JSON header, raw little-endian tensors).
 Its ``__metadata__`` (a string -> string map) holds three keys:
 
-* ``"format"``: ``"bsnn-packed"``;  ``"format_version"``: ``"1"``;
+* ``"format"``: ``"bsnn-packed"``;  ``"format_version"``: ``"1"``, or ``"2"`` when a ``scale``/``bias``
+  has a row per time step (below);
 * ``"bsnn"``: a compact JSON object, the model description below.
 
 **Binary weights** (a layer whose attribute ``binary`` is true) are stored as ``<node>.weight``: a
@@ -20,6 +21,8 @@ Its ``__metadata__`` (a string -> string map) holds three keys:
 
 **Real tensors** (``<node>.weight`` of a full-precision layer, ``<node>.scale``, ``<node>.bias``) are
 float32, or float16 when exported with ``real_dtype="float16"`` (the runtime computes in float32).
+Version 2: a ``scale`` or ``bias`` may be ``[S, N]`` instead of ``[N]`` (BatchNorm statistics per time
+step): step t uses row ``min(t, S − 1)``.
 
 **Model description** (``"bsnn"`` JSON)::
 
@@ -73,7 +76,8 @@ __all__ = ["FORMAT", "VERSION", "WORD_BITS", "FormatError", "pack_signs", "unpac
            "read", "OPS", "tensor_keys"]
 
 FORMAT = "bsnn-packed"
-VERSION = 1
+VERSION = 2                 # written when a file needs it (per-step rows); 1 otherwise
+VERSIONS = (1, 2)           # read
 WORD_BITS = 64
 
 OPS = ("linear", "conv2d", "affine", "lif", "avgpool2d", "maxpool2d", "global_avgpool", "flatten", "add", "mean")
@@ -147,7 +151,7 @@ def _check_attrs(path, node: dict) -> None:
         _fail(path, f"node {node['name']} ({node['op']}) has bad or missing {', '.join(bad)}")
 
 
-def _check_node(path, node: dict, seen: set, tensors: dict) -> None:
+def _check_node(path, node: dict, seen: set, tensors: dict, version: int = VERSION) -> None:
     name, op = node.get("name"), node.get("op")
     if not isinstance(name, str) or not name or op not in OPS:
         _fail(path, f"bad node {name!r} with op {op!r}")
@@ -172,7 +176,8 @@ def _check_node(path, node: dict, seen: set, tensors: dict) -> None:
                 ((n, k) if op == "linear" else (n, node["in_channels"], *node["kernel"]))
             dtype_ok = t.dtype == np.uint8 if node["binary"] else t.dtype.kind == "f"
         else:
-            want, dtype_ok = (n,), t.dtype.kind == "f"
+            per_step = version >= 2 and t.ndim == 2 and t.shape[0] >= 1
+            want, dtype_ok = ((t.shape[0], n) if per_step else (n,)), t.dtype.kind == "f"
         if tuple(t.shape) != tuple(want) or not dtype_ok:
             _fail(path, f"tensor {name}.{key} has shape {tuple(t.shape)} {t.dtype}, expected {tuple(want)}")
 
@@ -194,8 +199,10 @@ def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         _fail(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}")
     if meta.get("format") != FORMAT:
         _fail(path, "no bsnn-packed format tag")
-    if meta.get("format_version") != str(VERSION):
-        _fail(path, f"format version {meta.get('format_version')!r}; this runtime reads version {VERSION}")
+    if meta.get("format_version") not in [str(v) for v in VERSIONS]:
+        _fail(path, f"format version {meta.get('format_version')!r}; this runtime reads versions "
+                    f"{', '.join(map(str, VERSIONS))}")
+    version = int(meta["format_version"])
     try:
         desc = json.loads(meta["bsnn"])
         nodes, output = desc["nodes"], desc["output"]
@@ -213,7 +220,7 @@ def read(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     for node in nodes:
         if not isinstance(node, dict):
             _fail(path, "a node is not an object")
-        _check_node(path, node, seen, tensors)
+        _check_node(path, node, seen, tensors, version)
         if node["name"] in seen:
             _fail(path, f"node name {node['name']!r} used twice")
         seen.add(node["name"])

@@ -70,6 +70,7 @@ class PackedModel:
                 last[src] = i
         self._last_use = last
         self.state: dict[str, np.ndarray] = {}
+        self.step_index = 0                          # time step of the next ``step``
 
     # -- weights -------------------------------------------------------------------------------------
     @staticmethod
@@ -110,8 +111,13 @@ class PackedModel:
             return cols @ self.dense_weight(n), size
         return x.reshape(len(x), -1) @ self.dense_weight(n), None
 
+    def _real(self, key: str) -> np.ndarray | None:
+        """A real tensor; for one with a row per time step (``[S, N]``), this step's row."""
+        v = self._t.get(key)
+        return v[min(self.step_index, len(v) - 1)] if v is not None and v.ndim == 2 else v
+
     def _weight_layer(self, n: dict, x: np.ndarray) -> np.ndarray:
-        scale, bias = self._t.get(n["name"] + ".scale"), self._t.get(n["name"] + ".bias")
+        scale, bias = self._real(n["name"] + ".scale"), self._real(n["name"] + ".bias")
         d = self.domain[n["inputs"][0]]
         if self.mode == "packed" and n["binary"] and d and n["op"] == "conv2d":
             words = pack_pixels(x, d, n["padding"], self.kernel)
@@ -131,7 +137,7 @@ class PackedModel:
             s, self.state[n["name"]] = ops.lif_step(n, np.zeros_like(x) if v is None else v, x)
             return s
         if op == "affine":
-            return ops.channel_fma(x, self._t[n["name"] + ".scale"], self._t[n["name"] + ".bias"])
+            return ops.channel_fma(x, self._real(n["name"] + ".scale"), self._real(n["name"] + ".bias"))
         if op == "avgpool2d":
             return ops.avgpool2d(x, n["kernel"], n["stride"], n["padding"], n["ceil_mode"], n["count_include_pad"])
         if op == "maxpool2d":
@@ -149,6 +155,7 @@ class PackedModel:
     # -- running -------------------------------------------------------------------------------------
     def reset(self) -> None:
         self.state = {}
+        self.step_index = 0
 
     def step(self, x: np.ndarray, record: dict | None = None) -> np.ndarray:
         """One time step on ``x [B, *input_shape]``; ``record`` (a dict) collects every node's output."""
@@ -162,6 +169,7 @@ class PackedModel:
             values[n["name"]] = out
             if record is not None:
                 record.setdefault(n["name"], []).append(out)
+        self.step_index += 1
         return values[self.desc["output"]]
 
     def check_input(self, x: np.ndarray) -> np.ndarray:

@@ -65,8 +65,6 @@ def _is_torchscript(path: Path) -> bool:
 
 def _bsnn_teacher(state: dict, path: Path, device) -> Teacher:
     from .build import build_method, build_model, checkpoint_info
-    from .. import data as datasets
-
     from . import checkpoint as ckpt
     from ..config import validate
 
