@@ -208,3 +208,25 @@ def test_a_batch_mixing_module_between_online_neuron_and_layer_fails_loudly(betw
         OnlineMethod(2).train_batch(model, x, y, TBSO(model.parameters(), time_steps=2))
     del model[4]                                       # the right order trains
     OnlineMethod(2).train_batch(model, x, y, TBSO(model.parameters(), time_steps=2))
+
+
+@pytest.mark.parametrize("soft_reset", [True, False])
+def test_spikingjelly_multistep_lif_is_the_functional_core_stepped_through_time(soft_reset):
+    from bsnn.nn import multistep_lif
+    from bsnn.nn.neuron import lif_step
+
+    torch.manual_seed(0)
+    x = (torch.rand(6, 4, 10) * 2).requires_grad_()
+    node = multistep_lif(tau=2.0, v_threshold=1.0, soft_reset=soft_reset)
+    s_sj = node(x)
+    (s_sj * torch.arange(10.0)).sum().backward()
+    g_sj, x.grad = x.grad.clone(), None
+    v, out = torch.zeros(4, 10), []
+    for t in range(6):
+        s, v = lif_step(x[t], v, tau=2.0, v_threshold=1.0, surrogate_function=node.surrogate_function,
+                        v_reset=None if soft_reset else 0.0)
+        out.append(s)
+    s_core = torch.stack(out)
+    (s_core * torch.arange(10.0)).sum().backward()
+    assert torch.equal(s_core, s_sj) and s_core.sum() > 0
+    assert torch.allclose(x.grad, g_sj, atol=1e-6)

@@ -11,14 +11,17 @@ In training mode the neuron returns ``torch.cat([spike, trace])`` along the batc
 and the gradient path travel together through pooling and flatten to a :class:`bsnn.nn.TraceRouted`
 layer, which splits them again (see ``trace.py``). In eval mode it returns spikes only.
 
-``multistep_lif`` builds SpikingJelly's multi-step ``LIFNode`` with the same dynamics for BPTT.
+``multistep_lif`` builds SpikingJelly's multi-step ``LIFNode`` with the same dynamics for BPTT (its
+fused multi-step kernels are why BPTT keeps SpikingJelly's neuron). The dynamics are written once, in
+the functional core :func:`lif_step` (as Norse's ``lif_feed_forward_step``): the online neuron runs it,
+and the tests check that SpikingJelly's neuron, stepped through time, is the same function.
 """
 from __future__ import annotations
 
 import torch
 from spikingjelly.activation_based import base, neuron, surrogate
 
-__all__ = ["OnlineLIFNode", "multistep_lif", "TRACES"]
+__all__ = ["OnlineLIFNode", "multistep_lif", "lif_step", "TRACES"]
 
 TRACES = ("ottt", "ndot", "ndot_code")
 
@@ -26,6 +29,28 @@ TRACES = ("ottt", "ndot", "ndot_code")
 def _safe_ratio(num: torch.Tensor, den: torch.Tensor, fill: float) -> torch.Tensor:
     r = num / den
     return torch.where(torch.isfinite(r) & (den != 0), r, torch.full_like(r, fill))
+
+
+def lif_step(x: torch.Tensor, v: torch.Tensor, *, tau: float, v_threshold: float,
+             surrogate_function: surrogate.SurrogateFunctionBase, v_reset: float | None = None,
+             online: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LIF step without input decay (``decay_input=False``, the BSO/NDOT convention): returns
+    ``(spikes, next membrane)``::
+
+        h  = v · (1 − 1/τ) + x                 (``v_reset`` r: v − (v − r)/τ + x)
+        s  = Θ(h − V_th)                      (``surrogate_function``'s gradient in backward)
+        v' = h − V_th · s    (soft reset, ``v_reset=None``)  or  h · (1 − s) + r · s   (hard)
+
+    The reset uses ``s`` detached (SpikingJelly's ``detach_reset=True``). ``online=True``: ``v`` enters
+    detached and ``v'`` leaves detached, so backpropagation never leaves the time step (online training).
+    """
+    if online:
+        v = v.detach()
+    h = v * (1.0 - 1.0 / tau) + x if v_reset is None else v - (v - v_reset) / tau + x
+    s = surrogate_function(h - v_threshold)
+    sd = s.detach()
+    v_next = h - v_threshold * sd if v_reset is None else h * (1.0 - sd) + v_reset * sd
+    return s, (v_next.detach() if online else v_next)
 
 
 class OnlineLIFNode(base.MemoryModule):
@@ -82,9 +107,8 @@ class OnlineLIFNode(base.MemoryModule):
         v_old = self.v
         if not isinstance(v_old, torch.Tensor):
             v_old = torch.full_like(x, float(v_old))
-        h = v_old.detach() * self.decay + x
-        s = self.surrogate_function(h - self.v_threshold)
-        v_new = (h - self.v_threshold * s).detach()
+        s, v_new = lif_step(x, v_old, tau=self.tau, v_threshold=self.v_threshold,
+                            surrogate_function=self.surrogate_function, online=True)
         if self.training and self.emit_trace:
             self._update_trace(s.detach(), v_old.detach(), v_new)
         self.v = v_new
