@@ -102,7 +102,26 @@ def _tag_weight(layer: nn.Module, kind: str) -> None:
     layer.weight = BinaryParameter(layer.weight.data, layer.weight.requires_grad, kind)
 
 
-class BinaryConv2d(nn.Conv2d):
+class _ExactBinary:
+    """Kaiming-normal init, then the sign: the weight is exactly ±1 from the start."""
+
+    def reset_parameters(self) -> None:
+        init.kaiming_(self.weight, self.bias)
+        sign_(self.weight)
+
+
+class _LatentBinary:
+    """A real latent weight (Kaiming-normal init) that ``self.binarizer`` binarizes in every forward."""
+
+    def _attach(self, binarizer: Binarizer | None) -> None:
+        _tag_weight(self, "latent")
+        self.binarizer = binarizer if binarizer is not None else SignSTE()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_(self.weight, self.bias)
+
+
+class BinaryConv2d(_ExactBinary, nn.Conv2d):
     """``nn.Conv2d`` whose weight holds exactly ±1: the sign of a Kaiming-normal init, then flips only."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -111,51 +130,35 @@ class BinaryConv2d(nn.Conv2d):
                          bias, device=device, dtype=dtype)
         _tag_weight(self, "binary")
 
-    def reset_parameters(self) -> None:
-        init.kaiming_(self.weight, self.bias)
-        sign_(self.weight)
 
-
-class BinaryLinear(nn.Linear):
+class BinaryLinear(_ExactBinary, nn.Linear):
     """``nn.Linear`` whose weight holds exactly ±1."""
 
     def __init__(self, in_features, out_features, bias=False, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         _tag_weight(self, "binary")
 
-    def reset_parameters(self) -> None:
-        init.kaiming_(self.weight, self.bias)
-        sign_(self.weight)
 
-
-class LatentBinaryConv2d(nn.Conv2d):
+class LatentBinaryConv2d(_LatentBinary, nn.Conv2d):
     """Conv2d with a real latent weight, binarized by ``binarizer`` in every forward (STE training)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=False, binarizer: Binarizer | None = None, device=None, dtype=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          bias, device=device, dtype=dtype)
-        _tag_weight(self, "latent")
-        self.binarizer = binarizer if binarizer is not None else SignSTE()
-
-    def reset_parameters(self) -> None:
-        init.kaiming_(self.weight, self.bias)
+        self._attach(binarizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.binarizer(self.weight), self.bias)
 
 
-class LatentBinaryLinear(nn.Linear):
+class LatentBinaryLinear(_LatentBinary, nn.Linear):
     """Linear layer with a real latent weight, binarized by ``binarizer`` in every forward."""
 
     def __init__(self, in_features, out_features, bias=False, binarizer: Binarizer | None = None,
                  device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        _tag_weight(self, "latent")
-        self.binarizer = binarizer if binarizer is not None else SignSTE()
-
-    def reset_parameters(self) -> None:
-        init.kaiming_(self.weight, self.bias)
+        self._attach(binarizer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.binarizer(self.weight), self.bias)
