@@ -84,6 +84,7 @@ class RunLog:
             self.file.flush()
 
     def attach(self, path: Path) -> None:
+        """Also append every line to ``path`` (the run folder's log), starting with what was said so far."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(path, "a", encoding="utf-8")
@@ -96,6 +97,7 @@ class RunLog:
 
 
 def cmd_train(args) -> int:
+    """``bsnn train``: build the run from a recipe and overrides, then train (or resume) it."""
     from .config import resolve
     from .recipes import load_recipe
     from .train import build_trainer
@@ -173,6 +175,7 @@ def _checkpoint_model(args) -> tuple:
 
 
 def cmd_eval(args) -> int:
+    """``bsnn eval``: a checkpoint's test accuracy, per-step accuracy and BatchNorm fit check (data and model only)."""
     from .train.evaluate import evaluate
 
     state, cfg, model, method, loader, device = _checkpoint_model(args)
@@ -210,6 +213,7 @@ def _exists(path: Path) -> bool:
 
 
 def cmd_ensemble(args) -> int:
+    """``bsnn ensemble``: a checkpoint as a self-ensemble of its T members; writes ``ensemble.json``."""
     from .measure.ensemble import ensemble
     from .train.checkpoint import atomic_write_text
 
@@ -230,6 +234,7 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    """``bsnn summary``: per-layer bits, firing rates and synaptic operations (or a packed file's report)."""
     if args.file:                              # a packed file: read without torch
         return _summary_of_file(args.file)
     from . import models
@@ -311,6 +316,7 @@ EXPORT_FORMATS = ("packed", "nir", "onnx")
 
 
 def cmd_export(args) -> int:
+    """``bsnn export``: a checkpoint's model as a packed 1-bit file, a NIR graph or an ONNX step."""
     from .config import apply_overrides, validate
     from .export import UnsupportedModel
     from .train import build_model
@@ -358,6 +364,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_infer(args) -> int:
+    """``bsnn infer``: predictions of a packed file on an ``.npy`` batch with the torch-free runtime."""
     import numpy as np
 
     from .runtime import FormatError, kernel, load
@@ -399,6 +406,7 @@ def cmd_infer(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    """``bsnn plot``: PNG plots of a run folder or a benchmark CSV."""
     from .measure.plots import plot
 
     for path in plot(args.target):
@@ -407,6 +415,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    """``bsnn bench``: memory vs T, throughput or optimizer-step benchmarks."""
     from .bench import memory, optimizer_step, throughput
     from .bench.report import markdown_table, write_csv
 
@@ -432,6 +441,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_models(args) -> int:
+    """``bsnn models``: the registered models and their options."""
     from .models import list_models, model_signature
 
     for name in list_models():
@@ -441,6 +451,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_datasets(args) -> int:
+    """``bsnn datasets``: the registered datasets, their classes, sample shape and options."""
     from .data.registry import dataset_info, dataset_signature, list_datasets
 
     for name in list_datasets():
@@ -453,6 +464,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_recipes(args) -> int:
+    """``bsnn recipes``: the shipped recipes and their descriptions."""
     from .recipes import list_recipes, load_recipe
 
     for name in list_recipes():
@@ -462,6 +474,7 @@ def cmd_recipes(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bsnn`` argument parser with its subcommands."""
     p = argparse.ArgumentParser(prog="bsnn", description="Binary spiking neural networks.")
     p.add_argument("--version", action="version", version=f"bsnn {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -550,6 +563,7 @@ def _message(e: UserError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, with one ``bsnn: error:`` line)."""
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

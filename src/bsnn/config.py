@@ -143,6 +143,7 @@ def _maybe_number(v: Any) -> Any:
 
 
 def deep_merge(base: dict, over: dict, path: str = "") -> dict:
+    """A deep copy of ``base`` with ``over`` merged in: nested dicts merge key by key, other values replace."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):

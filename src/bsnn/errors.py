@@ -22,11 +22,11 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    pass
+    """A bad run configuration: unknown key, wrong type or value out of range."""
 
 
 class DatasetError(UserError):
-    pass
+    """A dataset that cannot be found, read or used (missing root, broken file, bad content)."""
 
 
 class NonFiniteError(UserError):

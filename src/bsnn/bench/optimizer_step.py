@@ -56,6 +56,10 @@ def copy_bandwidth(numel: int, device: torch.device, repeats: int = 10) -> float
 
 
 def run(device: str = "auto", repeats: int = 20, shapes=VGG11_BINARY_SHAPES, log=print) -> tuple[list[dict], str]:
+    """Time one step of every update on binary tensors of ``shapes``.
+
+    Returns one row per update (ms/step, effective GB/s, share of the copy bandwidth) and a one-line
+    description of the hardware and the setup."""
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     numel = sum(torch.Size(s).numel() for s in shapes)

@@ -12,6 +12,7 @@ __all__ = ["hardware", "markdown_table", "write_csv"]
 
 
 def hardware(device: str = "cpu") -> str:
+    """One line naming the GPU (with CUDA and torch versions) or the CPU (with thread count) for ``device``."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
@@ -24,6 +25,7 @@ def hardware(device: str = "cpu") -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows of dicts as a Markdown table; ``columns`` defaults to the keys of the first row."""
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
@@ -31,6 +33,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
+    """Write rows of dicts to ``path`` as CSV, the header being the union of their keys in first-seen order."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]

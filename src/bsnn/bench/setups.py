@@ -40,6 +40,7 @@ def sj_ottt_convnet(in_channels: int, image_size: int, channels, num_classes: in
 
 @dataclass
 class Setup:
+    """One benchmark setup: a model, its optimizer and the training method that drives them."""
     name: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -47,14 +48,17 @@ class Setup:
 
     @property
     def label(self) -> str:
+        """The setup's name as shown in benchmark tables."""
         return LABELS[self.name]
 
     def train_batch(self, x, y):
+        """Train on one batch ``x``, ``y``; returns the method's ``(loss, logits summed over T)``."""
         return self.method.train_batch(self.model, x, y, self.optimizer)
 
 
 def build_setup(name: str, T: int, device: torch.device, in_channels: int = 3, image_size: int = 32,
                 channels=(64, 128, 256), num_classes: int = 10) -> Setup:
+    """Build the setup ``name`` (one of ``SETUPS``) for ``T`` time steps on ``device``."""
     kw = dict(in_channels=in_channels, image_size=image_size, channels=tuple(channels), num_classes=num_classes)
     if name in ("tbso", "bso"):
         model = create("convnet", method="online", **kw).to(device)

@@ -24,6 +24,10 @@ def _sync(device: torch.device) -> None:
 
 def run(time_steps=(1, 2, 4, 8), setups=SETUPS, batch_size: int = 64, channels=(64, 128, 256),
         repeats: int = 5, warmup: int = 1, device: str = "auto", log=print) -> tuple[list[dict], str]:
+    """Time one training batch of every (setup, T) in ``repeats`` interleaved rounds, after ``warmup`` batches.
+
+    Returns one row per (setup, T) with the median samples/s and ms/batch (and the ratio to BPTT at the same
+    T when ``bptt`` is among ``setups``) and a one-line description of the hardware and the setup."""
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)
     x = torch.randn(batch_size, 3, 32, 32, device=dev)

@@ -64,6 +64,7 @@ class _Float(torch.nn.Module):
 
 @register_dataset("nmnist", num_classes=10, input_shape=(2, 34, 34), temporal=True)
 def nmnist(root: str | None = None, time_steps: int = 10) -> DataBundle:
+    """N-MNIST from an extracted folder: events binned into ``time_steps`` frames of counts ``[T, 2, 34, 34]``."""
     if not root:
         raise DatasetError(f"N-MNIST needs data.root=PATH: {NMNIST_HOWTO}")
     path = Path(root).expanduser()
@@ -164,6 +165,8 @@ def cifar10_dvs(root: str | None = None, time_steps: int = 10, size: int = 48, a
 @register_dataset("dvs128_gesture", num_classes=11, input_shape=(2, 48, 48), temporal=True)
 def dvs128_gesture(root: str | None = None, time_steps: int = 16, size: int = 48,
                    augment: bool = True) -> DataBundle:
+    """DVS128 Gesture in its own train/test split: ``time_steps`` frames split by event count, resized
+    to ``size`` x ``size``; ``augment``: random flip and roll of the training samples."""
     from spikingjelly.datasets.dvs128_gesture import DVS128Gesture
 
     path = _sj_root(DVS128Gesture, root, "DVS128 Gesture")

@@ -40,6 +40,9 @@ class UInt8Images(Dataset):
 
 def cifar_transforms(classes: int, train: bool, augment: bool = True, autoaugment: bool = False,
                      cutout: int = 16):
+    """The CIFAR transform of a uint8 ``[C, H, W]`` image: for training (with ``augment``) random crop,
+    flip and optional AutoAugment, then scaling to [0, 1] and normalisation with the mean/std of CIFAR-``classes``,
+    then Cutout of side ``cutout`` (0: none)."""
     mean, std = CIFAR_STATS[classes]
     ops: list = []
     if train and augment:
@@ -89,6 +92,7 @@ def cifar10(root: str | None = None, augment: bool = True, autoaugment: bool = F
 @register_dataset("cifar100", num_classes=100, input_shape=(3, 32, 32))
 def cifar100(root: str | None = None, augment: bool = True, autoaugment: bool = False, cutout: int = 16,
              subset: int = 0) -> DataBundle:
+    """CIFAR-100 from a torchvision root; ``subset``: train on a seeded random subset of that many samples (0: all)."""
     x_tr, y_tr, x_te, y_te = _torchvision_cifar(root, 100)
     x_tr, y_tr = _subset(x_tr, y_tr, subset)
     return _bundle(x_tr, y_tr, x_te, y_te, 100, augment, autoaugment, cutout)

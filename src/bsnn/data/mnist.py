@@ -39,6 +39,8 @@ def _from_torchvision(root: Path):
 
 @register_dataset("mnist", num_classes=10, input_shape=(1, 28, 28))
 def mnist(root: str | None = None) -> DataBundle:
+    """MNIST from an ``.npz``, a folder holding ``mnist.npz``, or a torchvision root; inputs normalised,
+    ``[N, 1, 28, 28]`` float."""
     if not root:
         raise DatasetError(f"MNIST needs a data root (data.root=PATH): {HOWTO}")
     path = Path(root).expanduser()

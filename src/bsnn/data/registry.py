@@ -17,6 +17,7 @@ __all__ = ["DataBundle", "DatasetInfo", "register_dataset", "create", "list_data
 
 @dataclass
 class DataBundle:
+    """The train and test splits of a dataset, with its number of classes and sample shape."""
     train: Dataset
     test: Dataset
     num_classes: int
@@ -38,6 +39,7 @@ _INFO: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(name: str, num_classes: int | None, input_shape: tuple[int, ...], temporal: bool = False):
+    """Decorator registering a dataset factory under ``name`` with its :class:`DatasetInfo`."""
     def deco(fn):
         if name in _DATASETS:
             raise ValueError(f"dataset {name!r} registered twice")
@@ -48,11 +50,13 @@ def register_dataset(name: str, num_classes: int | None, input_shape: tuple[int,
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a registered dataset (``KeyError`` for an unknown name)."""
     _get(name)
     return _INFO[name]
 
 
 def list_datasets() -> list[str]:
+    """The names of all registered datasets, sorted."""
     return sorted(_DATASETS)
 
 
@@ -63,6 +67,7 @@ def _get(name: str):
 
 
 def dataset_signature(name: str) -> inspect.Signature:
+    """The signature of the factory of ``name``: the options that ``create`` accepts."""
     return inspect.signature(_get(name))
 
 

@@ -12,6 +12,9 @@ __all__ = ["Cutout"]
 
 
 class Cutout(torch.nn.Module):
+    """Zero one square hole of side ``length`` (clipped at the border) centred uniformly over the image
+    ``[..., H, W]``; returns a copy."""
+
     def __init__(self, length: int = 16):
         super().__init__()
         self.length = length

@@ -37,11 +37,14 @@ class UnsupportedModel(ValueError):
 
 @dataclass
 class Graph:
+    """A lowered model: ``nodes`` in execution order, the ``tensors`` they name (binary weights as ±1
+    float32) and the name of the ``output`` node."""
     nodes: list[dict] = field(default_factory=list)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)    # binary weights as ±1 float32
     output: str = "input"
 
     def node(self, name: str) -> dict:
+        """The node called ``name`` (``StopIteration`` when there is none)."""
         return next(n for n in self.nodes if n["name"] == name)
 
 

@@ -28,6 +28,8 @@ REAL_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 def description(graph: Graph, time_steps: int, input_shape, temporal: bool = False, class_names=None,
                 real_dtype: str = "float32", summary_bits: int | None = None, source: dict | None = None) -> dict:
+    """The JSON header of a packed file: run metadata (time steps, input shape, class names, real dtype,
+    bit layout, summary size, source) and the graph's nodes and output."""
     if int(time_steps) < 1:
         raise ValueError(f"time_steps must be >= 1, got {time_steps}")
     if class_names is not None:

@@ -60,6 +60,8 @@ class LayerNoise:
 
 @dataclass
 class EnsembleReport:
+    """What :func:`ensemble` measured: member, cumulative and ensemble accuracies, pairwise agreement
+    (``[T, T]``) and the noise ξ and firing rate of every spiking layer."""
     time_steps: int
     samples: int
     member_acc: list[float]         # accuracy of argmax o[t] alone
@@ -70,15 +72,18 @@ class EnsembleReport:
     skipped: list[str] = field(default_factory=list)   # "name (Type)": neurons whose ξ is not known
 
     def to_dict(self) -> dict:
+        """The report as plain nested dicts and lists (JSON-ready)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleReport":
+        """Rebuild a report from :meth:`to_dict`'s output."""
         d = dict(d)
         d["layers"] = [LayerNoise(**x) for x in d.get("layers", [])]
         return cls(**d)
 
     def table(self) -> str:
+        """The report as a plain-text table: accuracies per member, agreement matrix, ξ/V_th per layer."""
         T = self.time_steps
         lines = [f"self-ensemble of T={T} members on {self.samples:,} samples",
                  f"{'t':>3s} {'member acc':>11s} {'mean of 0..t':>13s}"]

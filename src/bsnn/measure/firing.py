@@ -30,6 +30,7 @@ class FiringRateMeter:
 
     @contextmanager
     def record(self):
+        """Context manager: count every neuron layer's spikes and outputs while the block runs."""
         def hook(name):
             def fn(mod, inp, out):
                 if isinstance(out, torch.Tensor):
@@ -44,4 +45,5 @@ class FiringRateMeter:
                 h.remove()
 
     def rates(self, prefix: str = "fire/") -> dict[str, float]:
+        """Spikes per output element of each layer that fired at all, keyed ``prefix + layer name``."""
         return {f"{prefix}{n}": float(self.spikes[n]) / self.elements[n] for n in self.spikes if self.elements[n]}

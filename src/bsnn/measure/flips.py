@@ -20,11 +20,17 @@ __all__ = ["FlipMonitor", "binary_named_parameters"]
 
 
 def binary_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The model's ``BinaryParameter`` weights (exact ±1 or latent), named by their layer
+    (``.weight`` and ``.layer`` suffixes removed)."""
     return [(n.removesuffix(".weight").removesuffix(".layer"), p)
             for n, p in model.named_parameters() if isinstance(p, BinaryParameter)]
 
 
 class FlipMonitor:
+    """Counts sign flips of the model's binary weights after every ``optimizer.step``; ``epoch_end`` reports
+    per layer the mean fraction flipped per step (``flip_step/``) and the net fraction over the epoch
+    (``flip_epoch/``)."""
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.params = binary_named_parameters(model)
         self._handle = optimizer.register_step_post_hook(lambda opt, args, kwargs: self.after_step())
@@ -35,6 +41,7 @@ class FlipMonitor:
         return p.detach() >= 0
 
     def start_epoch(self) -> None:
+        """Take the current signs as the epoch start and reset the flip counts."""
         self.steps = 0
         self.epoch_start = [self._signs(p) for _, p in self.params]
         self.previous = [s.clone() for s in self.epoch_start]
@@ -42,6 +49,7 @@ class FlipMonitor:
 
     @torch.no_grad()
     def after_step(self) -> None:
+        """Add the signs changed since the previous step (called by the optimizer's step post-hook)."""
         self.steps += 1
         for i, (_, p) in enumerate(self.params):
             cur = self._signs(p)
@@ -59,4 +67,5 @@ class FlipMonitor:
         return out
 
     def remove(self) -> None:
+        """Detach the hook from the optimizer."""
         self._handle.remove()

@@ -15,6 +15,9 @@ __all__ = ["GradientMonitor"]
 
 
 class GradientMonitor:
+    """Mean and variance of each binary weight's gradient at every ``optimizer.step``, averaged over the
+    epoch's steps by ``epoch_end``."""
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
         self.params = binary_named_parameters(model)
         self._handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.before_step())
@@ -26,6 +29,7 @@ class GradientMonitor:
 
     @torch.no_grad()
     def before_step(self) -> None:
+        """Add each gradient's mean and variance (called by the optimizer's step pre-hook)."""
         self.steps += 1
         for s, (_, p) in zip(self.sums, self.params):
             if p.grad is not None:
@@ -34,6 +38,8 @@ class GradientMonitor:
                 s += torch.stack([mean, var]).to(s.dtype)
 
     def epoch_end(self) -> dict[str, float]:
+        """Per-layer ``grad_mean/<layer>`` and ``grad_var/<layer>`` averaged over the steps since the last
+        call; starts the next epoch."""
         out: dict[str, float] = {}
         for (name, _), s in zip(self.params, self.sums):
             mean, var = (s / max(self.steps, 1)).tolist()
@@ -43,4 +49,5 @@ class GradientMonitor:
         return out
 
     def remove(self) -> None:
+        """Detach the hook from the optimizer."""
         self._handle.remove()

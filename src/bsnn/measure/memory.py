@@ -21,6 +21,7 @@ __all__ = ["SavedTensorMeter", "persistent_bytes", "peak_rss_bytes", "tensor_byt
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes of a tensor's elements (``numel * element_size``)."""
     return t.numel() * t.element_size()
 
 
@@ -42,6 +43,7 @@ class SavedTensorMeter:
         return t
 
     def graph_freed(self) -> None:
+        """Mark the current graph as freed: the next saved tensor starts a new count."""
         self.current = 0
         self._seen.clear()
 
@@ -77,5 +79,6 @@ def persistent_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident set size of this process in bytes (``ru_maxrss``; never decreases)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024

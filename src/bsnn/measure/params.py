@@ -14,6 +14,7 @@ __all__ = ["ParameterCount", "count_parameters"]
 
 @dataclass
 class ParameterCount:
+    """Element counts of a model's parameters and buffers, by how a deployed model stores them."""
     binary: int        # 1-bit weights (exact ±1 or latent, deployed as 1 bit)
     real: int          # 32-bit parameters
     buffers: int       # 32-bit floating buffers (BN running mean/var)
@@ -29,18 +30,23 @@ class ParameterCount:
 
     @property
     def bits_with_buffers(self) -> int:
+        """:attr:`bits` plus the floating buffers at 32 bits."""
         return self.bits + 32 * self.buffers
 
     @property
     def float32_bits(self) -> int:
+        """Size of the same model with binary and real parameters all in float32."""
         return 32 * (self.binary + self.real)
 
     def as_dict(self) -> dict:
+        """The counts with ``bits``, ``bits_with_buffers``, ``megabytes`` and ``compression`` (vs float32)."""
         return {**asdict(self), "bits": self.bits, "bits_with_buffers": self.bits_with_buffers,
                 "megabytes": self.bits / 8e6, "compression": self.float32_bits / max(self.bits, 1)}
 
 
 def count_parameters(model: nn.Module) -> ParameterCount:
+    """Count the binary (``BinaryParameter``) and real parameters, floating buffers, binarizer scales and
+    per-step BatchNorm values of ``model``."""
     binary = sum(p.numel() for p in model.parameters() if isinstance(p, BinaryParameter))
     real = sum(p.numel() for p in model.parameters() if not isinstance(p, BinaryParameter))
     buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())

@@ -232,6 +232,8 @@ def plot_csv(path: str | Path) -> list[Path]:
 
 
 def plot(target: str | Path) -> list[Path]:
+    """Plot a run folder (:func:`plot_run`), a benchmark ``.csv`` (:func:`plot_csv`) or an ensemble
+    ``.json`` (:func:`plot_ensemble`); returns the PNG files written."""
     target = Path(target)
     if target.is_dir():
         return plot_run(target)

@@ -36,6 +36,7 @@ E_AC_PJ = 0.9
 
 @dataclass
 class LayerRow:
+    """One listed layer of a :class:`Summary`: parameter counts, output shape, firing rate, ACs and MACs."""
     name: str
     kind: str
     output_shape: tuple = ()
@@ -48,15 +49,18 @@ class LayerRow:
 
     @property
     def bits(self) -> int:
+        """The layer's parameters with binary weights at 1 bit and real ones at 32 bits."""
         return self.binary_params + 32 * self.real_params
 
     @property
     def bytes(self) -> float:
+        """:attr:`bits` in bytes."""
         return self.bits / 8
 
 
 @dataclass
 class Summary:
+    """A model summary: one :class:`LayerRow` per listed layer, with the totals below."""
     rows: list[LayerRow]
     time_steps: int
     other_params: int = 0       # parameters not owned by any listed layer
@@ -64,45 +68,56 @@ class Summary:
 
     @property
     def binary_params(self) -> int:
+        """Binary (1-bit) weights of all listed layers."""
         return sum(r.binary_params for r in self.rows)
 
     @property
     def real_params(self) -> int:
+        """Real parameters, those outside the listed layers included."""
         return sum(r.real_params for r in self.rows) + self.other_params
 
     @property
     def buffers(self) -> int:
+        """Floating buffer values (BatchNorm running statistics) of the listed layers."""
         return sum(r.buffers for r in self.rows)
 
     @property
     def bits(self) -> int:
+        """Model size in bits: binary weights at 1 bit, real parameters at 32 bits, buffers excluded."""
         return self.binary_params + 32 * self.real_params
 
     @property
     def megabytes(self) -> float:
+        """:attr:`bits` in megabytes (10^6 bytes)."""
         return self.bits / 8e6
 
     @property
     def megabytes_with_buffers(self) -> float:
+        """Megabytes with the buffers added at 32 bits."""
         return (self.bits + 32 * self.buffers) / 8e6
 
     @property
     def float32_megabytes(self) -> float:
+        """Megabytes of the same parameters all in float32."""
         return 32 * (self.binary_params + self.real_params) / 8e6
 
     @property
     def acs(self) -> float:
+        """Accumulate operations per sample over all T steps."""
         return sum(r.acs for r in self.rows)
 
     @property
     def macs(self) -> float:
+        """Multiply-accumulate operations per sample over all T steps."""
         return sum(r.macs for r in self.rows)
 
     @property
     def energy_uj(self) -> float:
+        """Synaptic energy per sample in µJ (``E_AC_PJ`` per AC, ``E_MAC_PJ`` per MAC)."""
         return (self.acs * E_AC_PJ + self.macs * E_MAC_PJ) * 1e-6
 
     def table(self) -> str:
+        """The summary as a plain-text table: one line per layer, then totals for size, operations and energy."""
         head = f"{'layer':28s} {'kind':22s} {'output':>18s} {'binary':>10s} {'real':>9s} {'bits':>11s} " \
                f"{'fire':>6s} {'ACs/sample':>12s} {'MACs/sample':>12s}"
         lines = [head, "-" * len(head)]

@@ -45,6 +45,8 @@ AGMM_WHERE = ("bn_out", "conv_out")
 
 @dataclass
 class LayerKit:
+    """The neuron and weight layers a model gets for a training method (see the module docstring);
+    checks its options when built."""
     method: str = "online"
     binary: bool = True
     tau: float = 2.0
@@ -82,6 +84,7 @@ class LayerKit:
 
     @property
     def step_mode(self) -> str:
+        """SpikingJelly step mode of the method's layers: ``"s"`` (online) or ``"m"`` (BPTT)."""
         return "s" if self.method == "online" else "m"
 
     def _surrogate(self):
@@ -91,6 +94,7 @@ class LayerKit:
 
     @property
     def routes_traces(self) -> bool:
+        """Whether layers that receive spikes are ``TraceRouted`` (online training with a trace)."""
         return self.method == "online" and self.trace != "none"
 
     def neuron(self, v_threshold: float | None = None, emit_trace: bool = True) -> nn.Module:

@@ -40,10 +40,12 @@ def register_model(name: str):
 
 
 def list_models() -> list[str]:
+    """The names of all registered models, sorted."""
     return sorted(_MODELS)
 
 
 def model_signature(name: str) -> inspect.Signature:
+    """The signature of the factory of ``name``: the options that ``create`` accepts."""
     return inspect.signature(_get(name))
 
 

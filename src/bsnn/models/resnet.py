@@ -48,6 +48,10 @@ class BiRealBlock(nn.Module, base.StepModule):
 
 
 class SpikingBiRealResNet(nn.Module, base.StepModule):
+    """Bi-Real spiking ResNet: full-precision ``stem``, ``blocks[i]`` :class:`BiRealBlock` of width
+    ``widths[i]`` per stage (stride 2 at the start of every stage after the first), then global average
+    pool and a full-precision FC."""
+
     def __init__(self, blocks: Sequence[int], num_classes: int = 1000, in_channels: int = 3,
                  stem: str = "bso", kit: LayerKit | None = None, widths: Sequence[int] = (64, 128, 256, 512)):
         super().__init__()

@@ -75,6 +75,10 @@ class SEIBlock(nn.Module, base.StepModule):
 
 
 class SEIResNet(nn.Module, base.StepModule):
+    """SEI ResNet: full-precision ``stem``, ``blocks[i]`` :class:`SEIBlock` of width ``widths[i]`` per stage
+    (stride 2 at the start of every stage after the first), then ``BN → LIF → global average pool → Linear``
+    (plus the distillation head with ``head_kd``)."""
+
     def __init__(self, blocks: Sequence[int], widths: Sequence[int], num_classes: int = 10,
                  in_channels: int = 3, stem: str = "cifar", shortcut: str = "per_layer",
                  head_kd: bool = False, kit: LayerKit | None = None):

@@ -45,6 +45,7 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
 
     @property
     def time_steps(self) -> int:
+        """Rows of running statistics (steps beyond use the last)."""
         return self.running_mean.shape[0]
 
     def _check_input_dim(self, x: torch.Tensor) -> None:

@@ -101,6 +101,7 @@ class ScaledSign(Binarizer):
 
     @property
     def k(self) -> float:
+        """The current surrogate sharpness (annealed from ``k_start`` to ``k_end`` by ``anneal``)."""
         return max(1.0 / self.t, 1.0)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -111,6 +112,7 @@ class ScaledSign(Binarizer):
         return _TanhSignFn.apply(w_std, self.t, self.k) * scale.view(-1, *([1] * (w.dim() - 1)))
 
     def scale_count(self, weight: torch.Tensor) -> int:
+        """Per-channel scales the binarizer derives from ``weight`` (one per output channel)."""
         return weight.shape[0]
 
     def extra_repr(self) -> str:
@@ -146,6 +148,7 @@ class CenteredScaledSign(Binarizer):
         return b * self._reduce(w.detach().abs(), self.scale)
 
     def scale_count(self, weight: torch.Tensor) -> int:
+        """Per-channel scales the binarizer derives from ``weight`` (one per output channel)."""
         return {"none": 0, "channel": weight.shape[0], "layer": 1}[self.scale]
 
     def extra_repr(self) -> str:
@@ -163,6 +166,7 @@ BINARIZERS = {
 
 
 def make_binarizer(name: str) -> Binarizer:
+    """A binarizer by name (``BINARIZERS``): ``sign_ste``, ``scaled_sign``, ..."""
     if name not in BINARIZERS:
         raise ValueError(f"binarizer must be one of {tuple(BINARIZERS)}, got {name!r}")
     return BINARIZERS[name]()

@@ -81,14 +81,17 @@ def is_latent_binary(p: torch.Tensor) -> bool:
 
 
 def binary_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """The exact ±1 weights of ``model`` (trained by BSO/T-BSO)."""
     return (p for p in module.parameters() if is_binary(p))
 
 
 def latent_binary_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """The latent real weights of ``model``'s latent-binary layers (trained through a binarizer)."""
     return (p for p in module.parameters() if is_latent_binary(p))
 
 
 def real_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    """Every parameter of ``model`` that is not a ``BinaryParameter``."""
     return (p for p in module.parameters() if not isinstance(p, BinaryParameter))
 
 

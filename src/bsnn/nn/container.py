@@ -27,6 +27,8 @@ def fold(m: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
 
 
 class SpikingSequential(nn.Sequential, base.StepModule):
+    """``nn.Sequential`` that is a SpikingJelly ``StepModule``: in multi-step mode each child gets
+    [T, B] folded into the batch or the whole sequence (``fold``)."""
     def __init__(self, *modules: nn.Module, step_mode: str = "s"):
         super().__init__(*modules)
         self.step_mode = step_mode

@@ -16,6 +16,7 @@ __all__ = ["kaiming_", "classifier_", "real_convs_"]
 
 @torch.no_grad()
 def kaiming_(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    """Kaiming-normal weight (fan-out, ReLU gain) and zero bias, in place."""
     nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
     if bias is not None:
         nn.init.zeros_(bias)
@@ -23,6 +24,7 @@ def kaiming_(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
 
 @torch.no_grad()
 def classifier_(fc: nn.Linear, std: float = 0.01, truncated: bool = False) -> nn.Linear:
+    """Normal(0, ``std``) weight and zero bias for a classifier layer, in place."""
     (nn.init.trunc_normal_ if truncated else nn.init.normal_)(fc.weight, std=std)
     if fc.bias is not None:
         nn.init.zeros_(fc.bias)

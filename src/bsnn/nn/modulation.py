@@ -44,6 +44,7 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 class AGMM(base.MemoryModule):
+    """The AGMM gate (reconstruction; see the module docstring for the equation and its switches)."""
     def __init__(self, channels: int, time_steps: int, statistic: str = "channel_mean", alpha: str = "layer_t",
                  learnable: bool = True, alpha_init: float = 1.0, alpha_max: float = 1.0, detach: bool = True,
                  mode: str = "forward", se_reduction: int = 4, step_mode: str = "s"):

@@ -97,6 +97,7 @@ class OnlineLIFNode(base.MemoryModule):
 
     @property
     def decay(self) -> float:
+        """The membrane decay ``1 − 1/τ`` per step."""
         return 1.0 - 1.0 / self.tau
 
     def extra_repr(self) -> str:

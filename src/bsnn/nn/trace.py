@@ -58,10 +58,12 @@ class _Conv2dWithTrace(torch.autograd.Function):
 
 
 def linear_with_trace(spike, trace, weight, bias=None):
+    """``F.linear(spike, weight, bias)`` whose weight gradient is computed from ``trace``."""
     return _LinearWithTrace.apply(spike, trace, weight, bias)
 
 
 def conv2d_with_trace(spike, trace, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``F.conv2d`` on ``spike`` whose weight gradient is computed from ``trace``."""
     pair = nn.modules.utils._pair
     return _Conv2dWithTrace.apply(spike, trace, weight, bias, pair(stride), pair(padding),
                                   pair(dilation), groups)

@@ -248,6 +248,7 @@ class BSO(Optimizer):
         self._link_real_optimizer()
 
     def binary_groups(self):
+        """The param groups of binary weights (the others belong to the wrapped real optimizer)."""
         return (g for g in self.param_groups if g["binary"])
 
     def _v_slot(self, state: dict, p: torch.Tensor, t: int) -> torch.Tensor | None:

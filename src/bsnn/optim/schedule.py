@@ -20,6 +20,9 @@ KINDS = ("constant", "step", "inv_sqrt")
 
 
 class FlipScheduler:
+    """Sets the threshold and ``1 - beta1`` of the optimizer's binary groups, at every ``step`` (once per
+    epoch), to their initial values times :meth:`scale` (``kind``: see the module docstring)."""
+
     def __init__(self, optimizer: Optimizer, kind: str = "step", every: int = 50, factor: float = 0.1):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

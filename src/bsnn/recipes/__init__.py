@@ -17,6 +17,7 @@ def _files() -> dict[str, object]:
 
 
 def list_recipes() -> list[str]:
+    """The names of the shipped recipes (their ``.yaml`` files without the suffix), sorted."""
     return sorted(_files())
 
 

@@ -89,6 +89,7 @@ class FormatError(ValueError):
 
 
 def padded_k(k: int) -> int:
+    """``k`` rounded up to a whole number of ``WORD_BITS``-bit words."""
     return WORD_BITS * math.ceil(k / WORD_BITS)
 
 

@@ -26,6 +26,8 @@ PATHS = ("reference", "packed")
 
 
 def load(path: str | Path, mode: str = "packed", kernel: str | None = None) -> "PackedModel":
+    """Read a packed model file into a :class:`PackedModel` (``mode``: ``"packed"`` or ``"reference"``;
+    ``kernel``: the popcount kernel, default the best available)."""
     desc, tensors = read(path)
     return PackedModel(desc, tensors, mode, kernel)
 
@@ -75,6 +77,7 @@ class PackedModel:
     # -- weights -------------------------------------------------------------------------------------
     @staticmethod
     def fan_in(n: dict) -> int:
+        """Inputs per output of a weight node: ``in_features``, or ``in_channels·kh·kw`` for a conv."""
         return n["in_features"] if n["op"] == "linear" else n["in_channels"] * n["kernel"][0] * n["kernel"][1]
 
     def dense_weight(self, n: dict) -> np.ndarray:
@@ -173,6 +176,8 @@ class PackedModel:
         return values[self.desc["output"]]
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as float32 ``[B, *input_shape]`` (``[B, T, *input_shape]`` when temporal); a single
+        sample without the batch axis gets one; ``ValueError`` for another shape or a non-numeric dtype."""
         x = np.asarray(x)
         want = (self.time_steps, *self.input_shape) if self.temporal else self.input_shape
         if x.shape[1:] != tuple(want):
@@ -197,4 +202,5 @@ class PackedModel:
         return total
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted class indices ``[B]``: the argmax of :meth:`run`'s logits."""
         return self.run(x).argmax(-1)

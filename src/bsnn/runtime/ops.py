@@ -19,6 +19,7 @@ __all__ = ["im2col", "conv_out_size", "pool_out_size", "epilogue", "avgpool2d", 
 
 
 def conv_out_size(n: int, k: int, s: int, p: int) -> int:
+    """Output length of a convolution along one axis (size ``n``, kernel ``k``, stride ``s``, padding ``p``)."""
     return (n + 2 * p - k) // s + 1
 
 
@@ -51,6 +52,8 @@ def channel_fma(x: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarra
 
 
 def pool_out_size(n: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+    """Output length of a pooling along one axis, with PyTorch's ``ceil_mode`` rule (the last window
+    starts inside the input or the left padding)."""
     o = (n + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (o - 1) * s >= n + p:      # the last window must start inside the input or left pad
         o -= 1
@@ -79,6 +82,8 @@ def _divisor(n: int, o: int, k: int, s: int, p: int, include_pad: bool) -> np.nd
 
 
 def avgpool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=True) -> np.ndarray:
+    """``avg_pool2d`` of ``x [B, C, H, W]``, summing each window in row-major order; the divisor follows
+    ``ceil_mode`` and ``count_include_pad`` as in PyTorch."""
     win, (oh, ow) = _windows(x, kernel, stride, padding, ceil_mode, 0.0)
     acc = np.zeros(win.shape[:4], np.float32)
     for i in range(kernel[0]):               # row-major window order, as PyTorch's kernel sums
@@ -91,11 +96,13 @@ def avgpool2d(x, kernel, stride, padding, ceil_mode=False, count_include_pad=Tru
 
 
 def maxpool2d(x, kernel, stride, padding) -> np.ndarray:
+    """``max_pool2d`` of ``x [B, C, H, W]`` (padding counts as -inf)."""
     win, _ = _windows(x, kernel, stride, padding, False, -np.inf)
     return win.max(axis=(-2, -1))
 
 
 def global_avgpool(x: np.ndarray) -> np.ndarray:
+    """Mean over H and W: ``[B, C, H, W]`` -> ``[B, C, 1, 1]`` float32."""
     return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
 
 

@@ -90,6 +90,7 @@ def _popcount(a: np.ndarray) -> np.ndarray:
 
 
 def popcount_rows(s: np.ndarray) -> np.ndarray:
+    """Set bits per row: ``uint64 [..., W]`` -> ``int32 [...]``."""
     return _popcount(s).sum(-1, dtype=np.int32)
 
 
@@ -126,6 +127,7 @@ _BLAS = None          # threadpoolctl's controller, made on first use (False: no
 
 
 def kernel() -> str:
+    """The popcount kernel in use: ``"numba"``, or ``"numpy"`` when numba is missing or ``BSNN_POPCOUNT=numpy``."""
     return "numba" if _NUMBA is not None else "numpy"
 
 

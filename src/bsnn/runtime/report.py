@@ -12,6 +12,9 @@ __all__ = ["file_report", "FileReport"]
 
 
 class FileReport:
+    """A packed file's contents per node that holds tensors (binary weights, real values, bytes stored),
+    its size and its header size, read from ``path``."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.desc, tensors = read(self.path)
@@ -36,10 +39,12 @@ class FileReport:
 
     @property
     def summary_bytes(self) -> float | None:
+        """The model summary's size in bytes recorded in the file (``summary_bits / 8``), or None."""
         bits = self.desc.get("summary_bits")
         return None if bits is None else bits / 8
 
     def table(self) -> str:
+        """The report as a plain-text table: one line per node, then the run facts and :meth:`size_line`."""
         head = f"{'layer':28s} {'op':18s} {'binary':>10s} {'real':>9s} {'bytes':>11s}"
         lines = [head, "-" * len(head)]
         for name, op, b, r, s in self.rows:
@@ -52,6 +57,7 @@ class FileReport:
         return "\n".join(lines)
 
     def size_line(self) -> str:
+        """One line: the file's size and header size, and their ratio to the summary size when known."""
         s = self.summary_bytes
         line = (f"file {self.path.name}: {self.bytes:,} bytes ({self.bytes / 1e6:.4f} MB; "
                 f"header {self.header_bytes:,} bytes)")
@@ -62,4 +68,5 @@ class FileReport:
 
 
 def file_report(path: str | Path) -> FileReport:
+    """The :class:`FileReport` of the packed file at ``path``."""
     return FileReport(path)

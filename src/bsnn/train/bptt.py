@@ -34,6 +34,7 @@ class BPTTMethod(Method):
         return tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
 
     def train_batch(self, model, x, y, optimizer, scaler=None):
+        """One multi-step forward over ``[T, B, ...]``, the loss, one backward and one optimizer step."""
         optimizer.zero_grad(set_to_none=True)
         out = self._forward(model, x)
         pred = logits(out)
@@ -50,4 +51,5 @@ class BPTTMethod(Method):
 
     @torch.no_grad()
     def step_logits(self, model, x):
+        """``[T, B, classes]`` from one multi-step forward."""
         return logits(self._forward(model, x))

@@ -24,12 +24,15 @@ __all__ = ["build_data", "build_model", "build_method", "build_criterion", "buil
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's random generators with ``seed``."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device ``name`` (``"auto"``: CUDA if available, else CPU); ``UserError`` for ``"cuda"``
+    without a CUDA device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -47,6 +50,8 @@ def _rejected(what: str, e: Exception) -> ConfigError:
 
 
 def build_data(cfg: dict) -> datasets.DataBundle:
+    """The config's dataset, given the method's ``time_steps`` when it takes them (one frame per step);
+    options it rejects become ``ConfigError``."""
     d = cfg["data"]
     kwargs = {k: v for k, v in d.items() if k not in ("name", "batch_size", "test_batch_size", "num_workers")}
     if "time_steps" in datasets.dataset_signature(d["name"]).parameters:
@@ -91,11 +96,14 @@ def build_model(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle | No
 
 
 def build_criterion(cfg: dict) -> StepLoss:
+    """The per-step loss from ``method`` (``loss_lambda``, ``label_smoothing``) and ``distill``."""
     d = cfg["distill"]
     return StepLoss(cfg["method"]["loss_lambda"], cfg["method"]["label_smoothing"], d["name"], d["alpha"], d["tau"])
 
 
 def build_teacher(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle, device: torch.device):
+    """The distillation teacher on ``device``, or None unless ``distill.name`` is soft or hard with
+    ``alpha > 0``."""
     d = cfg["distill"]
     if d["name"] not in ("soft", "hard") or d["alpha"] == 0:
         return None
@@ -105,6 +113,8 @@ def build_teacher(cfg: dict, info: datasets.DatasetInfo | datasets.DataBundle, d
 
 def build_method(cfg: dict, bundle: datasets.DatasetInfo | datasets.DataBundle, device: torch.device,
                  teacher=None):
+    """The training method of ``method.name`` (online or BPTT) with its loss, teacher and AMP dtype
+    (bfloat16 on CPU, float16 on GPU, with ``train.amp``)."""
     me = cfg["method"]
     amp = torch.bfloat16 if cfg["train"]["amp"] and device.type == "cpu" else (
         torch.float16 if cfg["train"]["amp"] else None)
@@ -200,6 +210,8 @@ def build_lr_scheduler(cfg: dict, optimizer):
 
 def build_trainer(cfg: dict, out_dir: str | Path | None = None, log=print,
                   bundle: datasets.DataBundle | None = None) -> Trainer:
+    """Build a whole run from a validated config: device (DDP when launched by torchrun), seed, data,
+    model, optimizer (``train.init_from``), schedules, method and :class:`Trainer`."""
     tr = cfg["train"]
     device = resolve_device(tr["device"])
     ddp = distributed.init_from_env(device.type)

@@ -73,14 +73,17 @@ def _atomic(path: Path, write) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (temporary file, fsync, rename)."""
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
     _atomic(Path(path), lambda f: f.write(data))
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, fsync, rename)."""
     _atomic(Path(path), lambda f: f.write(text.encode()))
 
 
@@ -152,6 +155,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore every RNG state saved by :func:`rng_state` (CUDA's only where CUDA is available)."""
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],

@@ -41,6 +41,7 @@ class Teacher:
         self.seconds = 0.0
 
     def to(self, device) -> "Teacher":
+        """Move the teacher's model to ``device``; returns the teacher."""
         self.model.to(device)
         return self
 

@@ -25,20 +25,24 @@ __all__ = ["DistInfo", "init_from_env", "is_distributed", "rank", "world_size", 
 
 @dataclass
 class DistInfo:
+    """This process's place in a DDP run: global rank, number of processes and local rank (GPU index)."""
     rank: int
     world_size: int
     local_rank: int
 
 
 def is_distributed() -> bool:
+    """True when a ``torch.distributed`` process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """Number of processes (1 without a process group)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
@@ -55,6 +59,8 @@ def init_from_env(device_type: str) -> DistInfo | None:
 
 
 def wrap(model: torch.nn.Module, device: torch.device, sync_bn: bool) -> DistributedDataParallel:
+    """Wrap ``model`` in ``DistributedDataParallel`` (after converting BatchNorm to ``SyncBatchNorm`` with
+    ``sync_bn``; without it, rank 0's buffers are broadcast before every forward)."""
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     # Without SyncBN, rank 0's BN running statistics are broadcast before every forward so that all
@@ -79,6 +85,7 @@ class ShardSampler(Sampler):
 
 
 def all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place (a no-op without a process group); returns ``t``."""
     if is_distributed():
         dist.all_reduce(t)
     return t

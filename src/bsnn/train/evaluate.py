@@ -29,6 +29,7 @@ BN_GAP_WARNING = 0.03          # warn when batch-statistics accuracy beats eval 
 
 @dataclass
 class Evaluation:
+    """What ``evaluate`` measured: accuracy, loss, per-step accuracy and the BatchNorm fit check."""
     accuracy: float
     loss: float
     step_accuracy: list[float]          # accuracy of each time step's logits alone
@@ -59,6 +60,7 @@ class Evaluation:
                 f"{100 * self.bn_eval_accuracy:.1f}% (model.bn_stats=per_step keeps statistics per time step)")
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict, ``bn_gap`` included."""
         return {**asdict(self), "bn_gap": self.bn_gap}
 
 

@@ -45,6 +45,9 @@ def logits(out) -> torch.Tensor:
 
 
 class StepLoss:
+    """The loss ``L_t`` of one time step's output (see the module docstring): cross-entropy with optional
+    MSE term and label smoothing, mixed with distillation by ``alpha``."""
+
     def __init__(self, loss_lambda: float = 0.0, label_smoothing: float = 0.0, distill: str = "none",
                  alpha: float = 0.5, tau: float = 1.0):
         if distill not in DISTILL:
@@ -58,10 +61,12 @@ class StepLoss:
 
     @property
     def needs_teacher(self) -> bool:
+        """Whether the loss needs a teacher's logits (soft or hard distillation with ``alpha > 0``)."""
         return self.distill in ("soft", "hard") and self.alpha > 0
 
     @property
     def needs_ensemble(self) -> bool:
+        """Whether the loss needs the student's own mean output over T (``"self"`` with ``alpha > 0``)."""
         return self.distill == "self" and self.alpha > 0
 
     def __call__(self, out, y: torch.Tensor, teacher: torch.Tensor | None = None) -> torch.Tensor:

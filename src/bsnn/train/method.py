@@ -53,6 +53,7 @@ def frozen_batchnorm_stats(model: nn.Module):
 
 
 class Method:
+    """A way of unrolling T time steps for training (``train_batch``) and prediction (``step_logits``)."""
     name = "method"
     step_mode = "s"
 
@@ -71,6 +72,7 @@ class Method:
 
     @property
     def loss_lambda(self) -> float:
+        """The weight of the spike-count (MSE) term in ``StepLoss``."""
         return self.criterion.loss_lambda
 
     def _autocast(self, x: torch.Tensor):

@@ -25,6 +25,7 @@ __all__ = ["OnlineMethod"]
 
 
 class OnlineMethod(Method):
+    """Online training: T single-step forwards and backwards per batch (see the module docstring)."""
     name = "online"
     step_mode = "s"
 
@@ -48,6 +49,7 @@ class OnlineMethod(Method):
         return total / self.T
 
     def train_batch(self, model, x, y, optimizer, scaler=None):
+        """T forward/backward steps (and optimizer steps in ``realtime`` mode); returns (loss, summed logits)."""
         teacher = self._ensemble_mean(model, x) if self.criterion.needs_ensemble else self._teacher_logits(x)
         functional.reset_net(model)
         realtime = self.mode == "realtime"
@@ -76,6 +78,7 @@ class OnlineMethod(Method):
 
     @torch.no_grad()
     def step_logits(self, model, x):
+        """``[T, B, classes]`` from T single-step forwards."""
         functional.reset_net(model)
         outs = []
         for t in range(self.T):

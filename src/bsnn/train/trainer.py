@@ -45,6 +45,7 @@ PROGRESS_SECONDS = 30.0       # progress lines without a terminal (train.log_eve
 
 
 class Trainer:
+    """The epoch loop: training, evaluation, metrics, checkpoints and resume for one run."""
     def __init__(self, model: torch.nn.Module, method, optimizer, data: DataBundle, *, epochs: int,
                  batch_size: int, test_batch_size: int = 256, lr_scheduler=None, flip_scheduler=None,
                  scaler=None, device: str | torch.device = "cpu", seed: int = 0,
@@ -104,6 +105,7 @@ class Trainer:
                          f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch over the training set; returns train loss and accuracy (reduced over processes)."""
         self.net.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -160,6 +162,7 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train from ``start_epoch`` to ``epochs`` (resuming first when asked); returns the history rows."""
         if self.out_dir is not None and self.main:
             for tmp in ckpt.clean_stale_temporaries(self.out_dir):
                 self.log(f"removed {tmp.name}, left by an interrupted write")
@@ -266,6 +269,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, epoch: int) -> Path:
+        """Write ``checkpoint.pt`` for ``epoch`` atomically (rank 0); returns its path."""
         path = self.out_dir / CHECKPOINT
         ckpt.atomic_save(self.state_dict(epoch), path)
         return path
