@@ -34,8 +34,15 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 
+class _Bits:
+    @property
+    def bits(self) -> int:
+        """Size in bits: binary weights at 1 bit, real parameters at 32 bits (buffers excluded)."""
+        return self.binary_params + 32 * self.real_params
+
+
 @dataclass
-class LayerRow:
+class LayerRow(_Bits):
     """One listed layer of a :class:`Summary`: parameter counts, output shape, firing rate, ACs and MACs."""
     name: str
     kind: str
@@ -48,18 +55,13 @@ class LayerRow:
     macs: float = 0.0
 
     @property
-    def bits(self) -> int:
-        """The layer's parameters with binary weights at 1 bit and real ones at 32 bits."""
-        return self.binary_params + 32 * self.real_params
-
-    @property
     def bytes(self) -> float:
         """:attr:`bits` in bytes."""
         return self.bits / 8
 
 
 @dataclass
-class Summary:
+class Summary(_Bits):
     """A model summary: one :class:`LayerRow` per listed layer, with the totals below."""
     rows: list[LayerRow]
     time_steps: int
@@ -80,11 +82,6 @@ class Summary:
     def buffers(self) -> int:
         """Floating buffer values (BatchNorm running statistics) of the listed layers."""
         return sum(r.buffers for r in self.rows)
-
-    @property
-    def bits(self) -> int:
-        """Model size in bits: binary weights at 1 bit, real parameters at 32 bits, buffers excluded."""
-        return self.binary_params + 32 * self.real_params
 
     @property
     def megabytes(self) -> float:
