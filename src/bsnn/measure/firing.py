@@ -1,4 +1,8 @@
-"""Firing rates of spiking layers: forward hooks on SpikingJelly memory modules (our neurons included)."""
+"""Firing rates of spiking layers: forward hooks on SpikingJelly memory modules (our neurons included).
+
+Not SpikingJelly's ``monitor.OutputMonitor``: it appends every output (or a function of it) to a list, so
+its memory grows with steps and batches; this meter keeps one running spike sum per layer on the device.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager

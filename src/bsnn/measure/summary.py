@@ -13,6 +13,9 @@ spiking layer and synaptic operations per sample:
 
 Energy uses 45 nm CMOS figures (Horowitz, ISSCC 2014, 32-bit float): MAC 4.6 pJ, AC 0.9 pJ — the
 convention of most SNN papers. Only synaptic operations are counted (no memory access, no BN/neuron).
+
+SpikingJelly's ``op_counter`` counts at the level of aten operations (with a host sync per operation);
+the summary counts per weight layer, which is what its table reports, with one forward pass of hooks.
 """
 from __future__ import annotations
 
