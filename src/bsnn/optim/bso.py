@@ -179,7 +179,7 @@ class BSO(Optimizer):
             ``state_dict``); costs one host sync per step, like ``GradScaler``. Default True.
     """
 
-    temporal = False
+    per_step_threshold = False       # T-BSO: a threshold from v[t] per time step
 
     def __init__(
         self,
@@ -202,7 +202,7 @@ class BSO(Optimizer):
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         defaults = dict(lr=lr, threshold=threshold, beta1=beta1, momentum_reset=momentum_reset,
-                        foreach=foreach, fused=fused, **self._temporal_defaults())
+                        foreach=foreach, fused=fused, **self._extra_defaults())
         self.real_optimizer: Optimizer | None = None
         self.skip_nonfinite = skip_nonfinite
         super().__init__(params, defaults)
@@ -212,7 +212,7 @@ class BSO(Optimizer):
             self.real_optimizer = real_optimizer(real_groups, lr=lr, **(real_optimizer_kwargs or {}))
         self._link_real_optimizer()
 
-    def _temporal_defaults(self) -> dict[str, Any]:
+    def _extra_defaults(self) -> dict[str, Any]:
         """Group options a subclass adds (T-BSO: ``beta2``, ``eps``)."""
         return {}
 
@@ -282,12 +282,12 @@ class BSO(Optimizer):
             if not params:
                 continue
             fused = group["fused"]
-            device = params[0].device
+            v_t = v_t if self.per_step_threshold else None
             if (fused or (fused is None and _fused_by_default(params))) and \
-                    _fused(device, bool(fused), params, grads, momenta, v_t if self.temporal else None, group):
+                    _fused(params[0].device, bool(fused), params, grads, momenta, v_t, group):
                 continue
             bso_update(
-                params, grads, momenta, v_t if self.temporal else None,
+                params, grads, momenta, v_t,
                 beta1=group["beta1"], threshold=group["threshold"],
                 beta2=group.get("beta2", 0.0), eps=group.get("eps", 0.0),
                 momentum_reset=group["momentum_reset"], foreach=group["foreach"],
@@ -304,7 +304,7 @@ class TBSO(BSO):
     ``time_steps`` preallocates v; a larger ``t`` grows v (see :meth:`resize_time_steps`).
     """
 
-    temporal = True
+    per_step_threshold = True
 
     def __init__(self, params: Iterable, lr: float = 0.1, *, threshold: float = 5e-7,
                  beta1: float = 1 - 1e-3, beta2: float = 1 - 1e-5, eps: float = 1e-20, time_steps: int = 1,
@@ -323,7 +323,7 @@ class TBSO(BSO):
                          real_optimizer=real_optimizer, real_optimizer_kwargs=real_optimizer_kwargs,
                          foreach=foreach, fused=fused, skip_nonfinite=skip_nonfinite)
 
-    def _temporal_defaults(self) -> dict[str, Any]:
+    def _extra_defaults(self) -> dict[str, Any]:
         return self._beta2_eps
 
     def _v_slot(self, state: dict, p: torch.Tensor, t: int | None) -> torch.Tensor:
