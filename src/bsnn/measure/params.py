@@ -7,9 +7,14 @@ from torch import nn
 
 from ..nn.batchnorm import StepBatchNorm
 from ..nn.binarize import Binarizer
-from ..nn.binary import BinaryParameter
+from ..nn.binary import REAL_BITS, BinaryParameter
 
-__all__ = ["ParameterCount", "count_parameters"]
+__all__ = ["ParameterCount", "count_parameters", "size_bits"]
+
+
+def size_bits(binary: int, real: int) -> int:
+    """Bits of ``binary`` 1-bit weights and ``real`` 32-bit values (``BinaryParameter.bit_width``)."""
+    return binary * BinaryParameter.bit_width + real * REAL_BITS
 
 
 @dataclass
@@ -26,17 +31,17 @@ class ParameterCount:
     def bits(self) -> int:
         """What a deployed model holds: binary weights at 1 bit; real parameters, scales and per-step
         BatchNorm values at 32 bits."""
-        return self.binary + 32 * (self.real + self.scales + self.step_stats)
+        return size_bits(self.binary, self.real + self.scales + self.step_stats)
 
     @property
     def bits_with_buffers(self) -> int:
         """:attr:`bits` plus the floating buffers at 32 bits."""
-        return self.bits + 32 * self.buffers
+        return self.bits + size_bits(0, self.buffers)
 
     @property
     def float32_bits(self) -> int:
         """Size of the same model with binary and real parameters all in float32."""
-        return 32 * (self.binary + self.real)
+        return size_bits(0, self.binary + self.real)
 
     def as_dict(self) -> dict:
         """The counts with ``bits``, ``bits_with_buffers``, ``megabytes`` and ``compression`` (vs float32)."""

@@ -29,7 +29,7 @@ from torch import nn
 from ..nn.binary import BinaryParameter, is_binary
 from ..nn.trace import TraceRouted
 from .firing import FiringRateMeter, is_neuron
-from .params import count_parameters
+from .params import count_parameters, size_bits
 
 __all__ = ["LayerRow", "Summary", "summary", "E_MAC_PJ", "E_AC_PJ"]
 
@@ -41,7 +41,7 @@ class _Bits:
     @property
     def bits(self) -> int:
         """Size in bits: binary weights at 1 bit, real parameters at 32 bits (buffers excluded)."""
-        return self.binary_params + 32 * self.real_params
+        return size_bits(self.binary_params, self.real_params)
 
 
 @dataclass
@@ -94,12 +94,12 @@ class Summary(_Bits):
     @property
     def megabytes_with_buffers(self) -> float:
         """Megabytes with the buffers added at 32 bits."""
-        return (self.bits + 32 * self.buffers) / 8e6
+        return (self.bits + size_bits(0, self.buffers)) / 8e6
 
     @property
     def float32_megabytes(self) -> float:
         """Megabytes of the same parameters all in float32."""
-        return 32 * (self.binary_params + self.real_params) / 8e6
+        return size_bits(0, self.binary_params + self.real_params) / 8e6
 
     @property
     def acs(self) -> float:

@@ -46,8 +46,14 @@ def _rebuild_binary_parameter(data, requires_grad, kind):
 torch.serialization.add_safe_globals([_rebuild_binary_parameter])
 
 
+REAL_BITS = 32          # what a real parameter costs in a deployed model
+
+
 class BinaryParameter(nn.Parameter):
-    """An ``nn.Parameter`` tagged as a 1-bit weight; the tag survives ``deepcopy``, pickling and ``.to()``."""
+    """An ``nn.Parameter`` tagged as a 1-bit weight; the tag survives ``deepcopy``, pickling and ``.to()``.
+    ``bit_width``: what one element costs deployed (read by ``bsnn.measure``, as Larq reads ``precision``)."""
+
+    bit_width = 1
 
     def __new__(cls, data=None, requires_grad: bool = True, kind: str = "binary"):
         if not isinstance(kind, str) or kind not in KINDS:
