@@ -125,6 +125,9 @@ def _train(tmp_path, *sets):
     (None, ["data.sample_rate=10"], "sample_rate must be in"),
     (None, ["data.align=middle"], "align must be one of"),
     (None, ["data.window=0.05"], "window must be in"),
+    (lambda r: write_wav(r / "up" / "0.wav", np.zeros(0), 8000), ["train.limit_batches=null"], "holds no samples"),
+    (lambda r: write_wav(r / "up" / "0.wav", tone(0.1, 16001), 16001), ["train.limit_batches=null"],
+     "has no small ratio"),
 ])
 def test_audio_folder_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys, setup, sets, message):
     root = _folder(tmp_path / "d", per_class=3)

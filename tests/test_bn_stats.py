@@ -86,17 +86,61 @@ def test_fewer_or_shared_statistics_fill_the_new_steps_on_load():
     assert torch.equal(step_bns(four)[0].running_mean, bn.running_mean.expand(4, -1))
 
 
-def test_per_step_conversion_keeps_the_parameters():
+def test_per_step_conversion_keeps_the_parameters_and_statistics():
     model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6))
-    weight = model[1].weight
+    model[1].running_mean.normal_()
+    mean, weight = model[1].running_mean.clone(), model[1].weight
     per_step_batchnorm(model, 5)
     assert isinstance(model[1], StepBatchNorm) and model[1].weight is weight and model[1].time_steps == 5
+    assert torch.equal(model[1].running_mean, mean.expand(5, -1))
+
+
+def test_auto_is_per_step_for_online_training_with_several_steps_only():
+    def kinds(**kw):
+        return {type(m).__name__ for m in models.create("mlp", in_features=64, hidden=(8,), **kw).modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert kinds(time_steps=4) == {"StepBatchNorm"}
+    assert kinds(time_steps=1) == {"BatchNorm1d"}                 # one step: nothing to keep apart
+    assert kinds(time_steps=4, method="bptt") == {"BatchNorm1d"}
+    assert kinds(time_steps=1, bn_stats="per_step") == {"StepBatchNorm"}
+
+
+def test_checkpoints_from_before_bn_stats_keep_shared_statistics(tmp_path):
+    from bsnn.train import checkpoint as ckpt
+
+    assert _cli(tmp_path, "r", "model.bn_stats=auto") == 0
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    del state["data_info"], state["config"]["model"]["bn_stats"]      # as written by the previous version
+    torch.save(state, tmp_path / "old.pt")
+    assert ckpt.load_run(tmp_path / "old.pt")["config"]["model"]["bn_stats"] == "shared"
+    assert ckpt.load_run(tmp_path / "r" / "checkpoint.pt")["config"]["model"]["bn_stats"] == "auto"
+
+
+def test_sync_bn_needs_shared_statistics(capsys):
+    from bsnn.errors import ConfigError
+
+    for sets in (["train.sync_bn=true"], ["train.sync_bn=true", "method.name=bptt", "optim.name=adam",
+                                          "model.bn_stats=per_step"]):
+        with pytest.raises(ConfigError, match="sync_bn"):
+            resolve(load_recipe("digits_tbso"), sets)
+    resolve(load_recipe("digits_tbso"), ["train.sync_bn=true", "model.bn_stats=shared"])
+
+
+def test_evaluate_skips_the_batchnorm_check_on_a_one_sample_batch():
+    from bsnn.data import TensorPairs
+    from bsnn.train import OnlineMethod
+
+    model = models.create("mlp", in_features=64, hidden=(8,))
+    x, y = torch.rand(5, 1, 8, 8), torch.randint(0, 10, (5,))
+    res = bsnn.evaluate(model, make_loader(TensorPairs(x, y), 4, shuffle=False), OnlineMethod(2))
+    assert res.samples == 5 and res.bn_samples == 4
 
 
 def _cli(tmp_path, name, *sets, epochs=1):
+    sets = ("model.bn_stats=per_step", *sets)
     return main(["train", "--recipe", "digits_tbso", "--out", str(tmp_path / name), "--set", "train.progress=false",
                  "--set", "model.hidden=[32,32]", "--set", f"train.epochs={epochs}", "--set", "train.limit_batches=4",
-                 "--set", "model.bn_stats=per_step", *[a for s in sets for a in ("--set", s)]])
+                 *[a for s in sets for a in ("--set", s)]])
 
 
 def test_per_step_statistics_carry_over_a_phase_change(tmp_path):

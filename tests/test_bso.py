@@ -328,7 +328,7 @@ def test_fused_default_compiles_large_groups_and_falls_back_quietly(monkeypatch)
     assert calls and all(torch.equal(pa, pb) for pa, pb in zip(binary_parameters(a), binary_parameters(b)))
 
     def broken(*args, **kwargs):
-        raise RuntimeError("no C++ compiler")
+        raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
 
     monkeypatch.setattr(bso, "_compiled_update", broken)
     monkeypatch.setattr(bso, "_compile_failed", set())

@@ -225,3 +225,13 @@ def test_batch_job_progress_best_checkpoint_and_run_log(tmp_path, capsys):
     assert torch.load(out / "best.pt", weights_only=True)["epoch"] == best + 1
     log = (out / "train.log").read_text()
     assert log.startswith(f"run digits_tbso -> {out}") and "done: test accuracy" in log and lines[0] in log
+
+
+def test_summary_of_a_model_counts_per_step_batchnorm_for_its_time_steps(capsys):
+    rows = {}
+    for T in (2, 8):
+        code, text, _ = run(["summary", "--model", "mlp", "--input-shape", "64", "--set", "hidden=[16]", "-T", str(T)],
+                            capsys)
+        assert code == 0
+        rows[T] = next(line for line in text.splitlines() if "StepBatchNorm" in line)
+    assert " 64 " in rows[2] and " 256 " in rows[8]            # 2·16 values per step: 2 and 8 steps

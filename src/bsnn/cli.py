@@ -290,11 +290,13 @@ def cmd_summary(args) -> int:
                      ("in_features", int(__import__("math").prod(shape)))):
             if k in params and k not in kwargs and v is not None:
                 kwargs[k] = v
+        T = args.time_steps or 1
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs.setdefault("time_steps", T)               # LayerKit's: per-step BatchNorm rows, AGMM's alpha
         try:
             model = models.create(args.model, **kwargs)
         except (TypeError, ValueError) as e:
             raise UserError(f"model {args.model}: {e}") from None
-        T = args.time_steps or 1
     print(summary(model, shape, T, x=x, batch_size=args.batch_size, temporal=temporal).table())
     print(f"firing rates and operations measured on {note}")
     return 0

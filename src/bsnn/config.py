@@ -367,10 +367,10 @@ def _check_ranges(cfg: dict) -> None:
     if cfg["method"]["name"] == "bptt" and cfg["optim"]["name"] in ("bso", "tbso"):
         raise ConfigError("method.name=bptt trains latent weights with optim.name=sgd or adam; "
                           "BSO/T-BSO need method.name=online")
-    if cfg["train"]["sync_bn"] and cfg["model"].get("bn_stats", "auto") != "shared" \
-            and cfg["method"]["name"] == "online":
-        raise ConfigError("train.sync_bn=true keeps one set of BatchNorm statistics: with online training "
-                          "set model.bn_stats=shared (the default there is per-step statistics)")
+    bn_stats = cfg["model"].get("bn_stats", "auto")
+    if cfg["train"]["sync_bn"] and (bn_stats == "per_step" or (bn_stats == "auto" and cfg["method"]["name"] == "online")):
+        raise ConfigError("train.sync_bn=true keeps one set of BatchNorm statistics: set model.bn_stats=shared "
+                          "(online training defaults to per-step statistics)")
     if cfg["method"]["name"] == "online" and cfg["optim"]["name"] in ("sgd", "adam") \
             and cfg["model"].get("binary", True):
         raise ConfigError("online binary weights (exactly ±1) are trained by optim.name=bso or tbso; "

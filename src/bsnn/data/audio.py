@@ -15,6 +15,7 @@ folder of WAV files (``audio_folder``: ``<class>/*.wav``).
 """
 from __future__ import annotations
 
+import math
 import wave
 from pathlib import Path
 
@@ -33,6 +34,7 @@ SPEECH_HOWTO = ("the extracted speech_commands_v0.02 (or v0.01) folder: <word>/*
 FOLDER_HOWTO = ("a folder with one subfolder of .wav files per class (<class>/*.wav), and optionally "
                 "train/test list files of paths relative to it")
 ALIGNS = ("start", "center")
+MAX_RESAMPLE_RATIO = 2000     # 44.1 kHz -> 16 kHz is 441/160; 16001 Hz (a corrupted header) would be 16001/16000
 _PCM = {1: ("u1", 128.0, 128.0), 2: ("<i2", 0.0, 32768.0), 4: ("<i4", 0.0, 2147483648.0)}
 
 
@@ -89,8 +91,13 @@ class AudioFrames(Dataset):
     def waveform(self, i: int) -> torch.Tensor:
         """Clip ``i`` at ``sample_rate``, windowed: ``[window · sample_rate]`` samples."""
         x, rate = read_wav(self.files[i], self.dataset)
+        if len(x) == 0:
+            raise DatasetError(f"{self.dataset}: {self.files[i]} holds no samples")
         x = torch.from_numpy(x)
         if rate != self.rate:
+            if max(rate, self.rate) // math.gcd(rate, self.rate) > MAX_RESAMPLE_RATIO:
+                raise DatasetError(f"{self.dataset}: {self.files[i]} is at {rate} Hz, which has no small ratio to "
+                                   f"{self.rate} Hz (its resampling filter would be huge); convert the file")
             x = self.torchaudio.functional.resample(x, rate, self.rate)
         return place_window(x, self.length, self.align)
 

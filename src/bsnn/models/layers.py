@@ -154,8 +154,10 @@ class LayerKit:
     @property
     def per_step_bn(self) -> bool:
         """Online training normalises each step by its own batch statistics, so its running statistics
-        must be per step to match; BPTT normalises over all T steps at once, as shared statistics do."""
-        return self.bn_stats == "per_step" or (self.bn_stats == "auto" and self.method == "online")
+        must be per step to match (``auto``, for T > 1); BPTT normalises over all T steps at once, as
+        shared statistics do."""
+        return self.bn_stats == "per_step" or (self.bn_stats == "auto" and self.method == "online"
+                                               and self.time_steps > 1)
 
     def finish(self, model: nn.Module) -> nn.Module:
         """What applies to a whole built model: per-step BatchNorm statistics (``per_step_bn``)."""

@@ -41,6 +41,7 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
         self.running_mean = self.running_mean.repeat(time_steps, 1)
         self.running_var = self.running_var.repeat(time_steps, 1)
         self.step_mode = step_mode
+        self._batches = 0
         self.register_memory("t", 0)
 
     @property
@@ -57,11 +58,14 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
 
     def _normalise(self, x: torch.Tensor, t: int) -> torch.Tensor:
         row = min(t, self.time_steps - 1)
-        if self.training and t == 0:
-            self.num_batches_tracked.add_(1)
-        # cumulative average until it is as fast as the momentum: each row sees one batch per T steps
-        n = max(float(self.num_batches_tracked), 1.0)
-        factor = 1.0 / n if self.momentum is None else max(self.momentum, 1.0 / n)
+        factor = 0.0
+        if self.training:
+            if t == 0:
+                self.num_batches_tracked.add_(1)
+                self._batches += 1              # a host copy of the count: no device sync per step
+            # cumulative average until it is as fast as the momentum: each row sees one batch per T steps
+            n = max(self._batches, 1)
+            factor = 1.0 / n if self.momentum is None else max(self.momentum, 1.0 / n)
         return F.batch_norm(x, self.running_mean[row], self.running_var[row], self.weight, self.bias,
                             self.training, factor, self.eps)
 
@@ -86,11 +90,13 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
                 fill = rows[-1:].expand(self.time_steps - len(rows), -1)
                 state_dict[prefix + name] = torch.cat([rows, fill])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._batches = int(self.num_batches_tracked)
 
 
 def per_step_batchnorm(model: nn.Module, time_steps: int, step_mode: str | None = None) -> nn.Module:
     """Replace every BatchNorm of ``model`` by a :class:`StepBatchNorm` with ``time_steps`` rows of
-    statistics, keeping its affine parameters (the same ``Parameter`` objects) and options. ``step_mode``
+    statistics (each a copy of its running statistics), keeping its affine parameters (the same
+    ``Parameter`` objects) and options. ``step_mode``
     defaults to the parent's (``"s"`` where there is none)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, StepBatchNorm):
@@ -98,9 +104,11 @@ def per_step_batchnorm(model: nn.Module, time_steps: int, step_mode: str | None 
                 continue
             mode = step_mode or getattr(model, "step_mode", "s")
             bn = StepBatchNorm(child.num_features, time_steps, child.eps, child.momentum, child.affine,
-                               device=child.running_mean.device, step_mode=mode)
+                               device=child.running_mean.device, dtype=child.running_mean.dtype, step_mode=mode)
             if child.affine:
                 bn.weight, bn.bias = child.weight, child.bias
+            bn.load_state_dict({k: v for k, v in child.state_dict().items() if k not in ("weight", "bias")},
+                               strict=False)          # its statistics go to every step
             setattr(model, name, bn)
         else:
             per_step_batchnorm(child, time_steps, step_mode or getattr(child, "step_mode", None))

@@ -129,8 +129,8 @@ def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, gr
     hyper = [torch.tensor(float(group.get(k, 0.0)), device=device) for k in ("beta1", "threshold", "beta2", "eps")]
     try:
         _compiled_update(params, grads, momenta, v_t, *hyper, group["momentum_reset"])
-    except Exception:               # no C++ compiler / Triton: inductor fails before touching a tensor
-        if explicit:
+    except torch._dynamo.exc.TorchDynamoException:  # compilation failed (no C++ compiler, no Triton):
+        if explicit:                                  # before any tensor was touched
             raise
         _compile_failed.add(device.type)
         return False
@@ -281,7 +281,7 @@ class BSO(Optimizer):
                 v_t.append(self._v_slot(state, p, t))
             if not params:
                 continue
-            fused = group["fused"]
+            fused = group.get("fused")               # None also for states saved before the option
             v_t = v_t if self.per_step_threshold else None
             if (fused or (fused is None and _fused_by_default(params))) and \
                     _fused(params[0].device, bool(fused), params, grads, momenta, v_t, group):
@@ -290,7 +290,7 @@ class BSO(Optimizer):
                 params, grads, momenta, v_t,
                 beta1=group["beta1"], threshold=group["threshold"],
                 beta2=group.get("beta2", 0.0), eps=group.get("eps", 0.0),
-                momentum_reset=group["momentum_reset"], foreach=group["foreach"],
+                momentum_reset=group["momentum_reset"], foreach=group.get("foreach"),
             )
         return loss
 

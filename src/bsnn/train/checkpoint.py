@@ -130,6 +130,9 @@ def load_run(path: str | Path, map_location="cpu") -> dict:
           and all(isinstance(v, torch.Tensor) for v in state["model"].values()))
     if not ok:
         raise CheckpointError(f"{path} is not a bsnn checkpoint (no config, model and epoch)")
+    if "data_info" not in state and isinstance(state["config"].get("model"), dict):
+        # written before model.bn_stats existed (with data_info): its BatchNorm statistics are shared
+        state["config"]["model"].setdefault("bn_stats", "shared")
     return state
 
 

@@ -110,7 +110,9 @@ def evaluate(model: nn.Module, loader: Iterable, method: Method, *, device: torc
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1, got {max_batches}")
     device = torch.device(device) if device is not None else _device_of(model)
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # SyncBatchNorm in batch-statistics mode would run collectives on however many batches each rank has
+    has_bn = bool(bns) and not any(isinstance(m, nn.SyncBatchNorm) for m in bns)
     T = method.T
     # loss, correct, samples, bn: eval-correct, batch-correct, samples; correct per step
     totals = torch.zeros(6 + T, dtype=torch.float64, device=device)
@@ -126,7 +128,7 @@ def evaluate(model: nn.Module, loader: Iterable, method: Method, *, device: torc
             totals[1] += (out.argmax(1) == y).sum()
             totals[2] += len(y)
             totals[6:] += (steps.argmax(-1) == y).sum(1)
-            if has_bn and i < bn_check:
+            if has_bn and i < bn_check and len(y) > 1:         # batch statistics need two samples
                 with batch_statistics(model):
                     batch_out = method.predict(model, x)
                 totals[3] += (out.argmax(1) == y).sum()
