@@ -89,6 +89,10 @@ def run(device: str = "auto", repeats: int = 20, shapes=VGG11_BINARY_SHAPES, log
         opt_t = TBSO(ps, threshold=5e-7, time_steps=4, fused=fused, foreach=True)
         add(f"bsnn T-BSO ({kind})", _time(lambda: opt_t.step(t=1), dev, repeats))
     ps = binary_params()
+    opt_u = TBSO(ps, threshold=5e-7, time_steps=4, skip_nonfinite=False)
+    add("bsnn T-BSO (default, skip_nonfinite=False)", _time(lambda: opt_u.step(t=1), dev, repeats),
+        "without the non-finite gradient check (one min/max read of every gradient)")
+    ps = binary_params()
     momenta = [torch.zeros_like(p) for p in ps]
     v_cpu = [torch.zeros(4) for _ in ps]
     with torch.no_grad():

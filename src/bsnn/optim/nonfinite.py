@@ -2,7 +2,7 @@
 
 One NaN or inf in a gradient would poison BSO's momentum and T-BSO's ``v[t]`` for good (a NaN
 threshold flips nothing, ever), or the weights of a real-valued optimizer. :func:`skip_step` checks
-every gradient of an optimizer (one reduction per device, one host sync per step, as GradScaler does)
+every gradient of an optimizer (min and max per tensor, one host sync per step, as GradScaler does)
 and, if any value is not finite, leaves weights *and* optimizer state untouched and counts the step
 in ``optimizer.skipped_steps``; :func:`track_skipped_steps` puts that count into the optimizer's
 ``state_dict`` (key ``"skipped_steps"``) so that it survives checkpoints. Under a ``GradScaler`` the
@@ -29,8 +29,10 @@ def grads_finite(optimizer: Optimizer) -> bool:
                 per_device.setdefault(g.device, []).append(g)
     ok = True
     for grads in per_device.values():
-        worst = torch.stack([n.float() for n in torch._foreach_norm(grads, float("inf"))]).amax()
-        ok = ok and bool(torch.isfinite(worst))       # max-norms keep NaN and inf (and cannot overflow)
+        # min and max keep NaN and inf and cannot overflow; one read of each gradient (a max-norm through
+        # _foreach_norm costs 10x more on the CPU)
+        extremes = [e.float() for g in grads if g.numel() for e in torch.aminmax(g)]
+        ok = ok and (not extremes or bool(torch.isfinite(torch.stack(extremes)).all()))
     return ok
 
 
