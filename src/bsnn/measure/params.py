@@ -40,8 +40,8 @@ class ParameterCount:
 
     @property
     def float32_bits(self) -> int:
-        """Size of the same model with binary and real parameters all in float32."""
-        return size_bits(0, self.binary + self.real)
+        """Size of the same model with every value (per-step BatchNorm ones included) in float32."""
+        return size_bits(0, self.binary + self.real + self.step_stats)
 
     def as_dict(self) -> dict:
         """The counts with ``bits``, ``bits_with_buffers``, ``megabytes`` and ``compression`` (vs float32)."""
