@@ -164,8 +164,8 @@ def digits_run(tmp_path_factory):
 
     cfg = resolve(load_recipe("digits_tbso"), [])
     out = tmp_path_factory.mktemp("run") / "digits"
-    atomic_save({"config": cfg, "model": randomize_bn(build_model(cfg)).state_dict(), "epoch": 0},
-                out / "checkpoint.pt")
+    atomic_save({"config": cfg, "model": randomize_bn(build_model(cfg)).state_dict(), "epoch": 0,
+                 "data_info": {"num_classes": 10, "input_shape": [1, 8, 8], "temporal": False}}, out / "checkpoint.pt")
     return out
 
 

@@ -12,7 +12,7 @@ from conftest import assert_binary
 
 @pytest.mark.parametrize("classes, mb, fp_mb", [(10, 1.20, 36.91), (100, 1.39, 37.10)])
 def test_vgg11_size_matches_paper_table_2(classes, mb, fp_mb):
-    model = create("vgg11", num_classes=classes)
+    model = create("vgg11", num_classes=classes, bn_stats="shared")           # the paper recipes' setting
     s = summary(model, (3, 32, 32), time_steps=1, batch_size=2)
     assert s.binary_params == 9_216_000
     assert round(s.megabytes, 2) == mb and round(s.float32_megabytes, 2) == fp_mb
@@ -25,12 +25,14 @@ def test_resnet18_size_and_layout():
     """The reference code's Bi-Real ResNet-18 counts 4.16 MB under the convention that reproduces VGG-11's
     1.20/1.39 MB exactly (binary at 1 bit, all other parameters at 32 bit, BN buffers excluded).
     The paper prints 4.22 MB; no consistent convention reproduces it (see docs/methods.md)."""
-    model = create("resnet18")
+    model = create("resnet18", bn_stats="shared")                             # the paper recipes' setting
     c = count_parameters(model)
     assert c.binary == 10_985_472                              # 16 binary 3x3 convs
     assert round(c.bits / 8e6, 2) == 4.16
     assert round((c.bits + 32 * c.buffers) / 8e6, 2) == 4.20   # with BN running statistics
-    assert round(count_parameters(create("resnet18", stem="imagenet")).bits / 8e6, 2) == 4.19
+    assert round(count_parameters(create("resnet18", stem="imagenet", bn_stats="shared")).bits / 8e6, 2) == 4.19
+    per_step = count_parameters(create("resnet18", time_steps=4))               # online default: per step
+    assert per_step.step_stats == 2 * 4800 * 3 and per_step.bits == c.bits + 32 * per_step.step_stats
     assert sum(1 for _ in binary_parameters(model)) == 16
     assert count_parameters(create("resnet34")).binary == 21_086_208
 

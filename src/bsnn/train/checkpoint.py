@@ -141,7 +141,9 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> N
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} does not fit this model ({_first_line(e)})") from None
+        hint = ("; BatchNorm statistics differ: check model.bn_stats (shared or per_step)"
+                if "running_mean" in str(e) else "")
+        raise CheckpointError(f"{path} does not fit this model ({_first_line(e)}){hint}") from None
 
 
 def rng_state() -> dict:

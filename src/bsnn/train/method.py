@@ -43,13 +43,16 @@ def frozen_batchnorm_stats(model: nn.Module):
     """Run training-mode forwards without changing any BatchNorm running statistics."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [[b.clone() for b in m.buffers(recurse=False)] for m in bns]
+    counts = [getattr(m, "_batches", None) for m in bns]        # StepBatchNorm's host copy of the count
     try:
         yield
     finally:
         with torch.no_grad():
-            for m, bufs in zip(bns, saved):
+            for m, bufs, count in zip(bns, saved, counts):
                 for b, s in zip(m.buffers(recurse=False), bufs):
                     b.copy_(s)
+                if count is not None:
+                    m._batches = count
 
 
 class Method:
