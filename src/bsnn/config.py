@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
                 "teacher_arch": None},
     "optim": {"name": "tbso", "lr": 0.1, "threshold": 5e-7, "beta1": 0.999, "beta2": 0.99999,
               "eps": 1e-20, "momentum_reset": False, "real": "sgd", "momentum": 0.0,
-              "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": False},
+              "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": None},
     "schedule": {"lr": "cosine", "lr_epochs": None, "lr_step": 30, "lr_gamma": 0.1,
                  "warmup_epochs": 0, "flip": "constant", "flip_every": 50, "flip_factor": 0.1},
     "train": {"epochs": 10, "seed": 0, "device": "auto", "amp": False, "progress": True,
@@ -47,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
 # Types of keys whose default is None (the value may then be None or of this type).
 OPTIONAL = {("data", "root"): str, ("distill", "teacher"): str, ("distill", "teacher_arch"): str,
             ("schedule", "lr_epochs"): int, ("train", "out_dir"): str, ("train", "threads"): int,
-            ("train", "limit_batches"): int, ("train", "init_from"): str}
+            ("train", "limit_batches"): int, ("train", "init_from"): str,
+            ("optim", "fused"): bool}      # null: compiled for large models (bsnn.optim.BSO)
 
 
 CHOICES = {
