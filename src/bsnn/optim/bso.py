@@ -26,7 +26,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..nn.binary import is_binary, is_latent_binary
-from .nonfinite import skip_step, track_skipped_steps
+from .nonfinite import all_finite, track_skipped_steps
 
 __all__ = ["BSO", "TBSO", "bso_update", "FUSED_MIN_NUMEL"]
 
@@ -39,6 +39,8 @@ def _flip_(w: torch.Tensor, m: torch.Tensor, thr, momentum_reset: bool) -> None:
 
 
 def _mean_squares(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """mean(G²) per tensor, in float32 at least (a half-precision sum of squares would overflow)."""
+    grads = [g if g.dtype in (torch.float32, torch.float64) else g.float() for g in grads]
     if grads[0].is_cuda:
         sq = torch._foreach_norm(grads)
         torch._foreach_mul_(sq, sq)
@@ -60,12 +62,16 @@ def bso_update(
     eps: float = 0.0,
     momentum_reset: bool = False,
     foreach: bool | None = None,
+    mean_squares: list[torch.Tensor] | None = None,
 ) -> None:
     """Functional BSO/T-BSO step (in place). ``v_t`` holds, per tensor, the 0-d view ``v[t]`` (T-BSO)
-    or is ``None`` (BSO). ``foreach`` (None: on CUDA) uses ``torch._foreach_*`` kernels on the tensors
-    grouped by device and dtype. No value ever leaves the device."""
+    or is ``None`` (BSO); ``mean_squares``, T-BSO's mean(G²) per tensor when already computed.
+    ``foreach`` (None: on CUDA) uses ``torch._foreach_*`` kernels on the tensors grouped by device and
+    dtype. No value ever leaves the device."""
     if not params:
         return
+    if v_t is not None and mean_squares is None:
+        mean_squares = _mean_squares(grads)
     if foreach is None:
         foreach = all(p.is_cuda for p in params)
     if not foreach:
@@ -73,8 +79,7 @@ def bso_update(
             m.lerp_(g, 1.0 - beta1)
             thr = threshold
             if v_t is not None:
-                flat = g.reshape(-1)
-                v_t[i].mul_(beta2).add_(torch.dot(flat, flat) / flat.numel(), alpha=1.0 - beta2)
+                v_t[i].mul_(beta2).add_(mean_squares[i], alpha=1.0 - beta2)
                 thr = v_t[i].add(eps).sqrt_().mul_(threshold)
             _flip_(w, m, thr, momentum_reset)
         return
@@ -89,7 +94,7 @@ def bso_update(
         else:
             vs = [v_t[i] for i in idx]
             torch._foreach_mul_(vs, beta2)
-            torch._foreach_add_(vs, _mean_squares(gs), alpha=1.0 - beta2)
+            torch._foreach_add_(vs, [mean_squares[i] for i in idx], alpha=1.0 - beta2)
             thresholds = torch._foreach_add(vs, eps)
             torch._foreach_sqrt_(thresholds)
             torch._foreach_mul_(thresholds, threshold)
@@ -97,17 +102,17 @@ def bso_update(
             _flip_(w, m, thr, momentum_reset)
 
 
-def _fused_update(params, grads, momenta, v_t, beta1: torch.Tensor, threshold: torch.Tensor,
+def _fused_update(params, grads, momenta, v_t, mean_squares, beta1: torch.Tensor, threshold: torch.Tensor,
                   beta2: torch.Tensor, eps: torch.Tensor, momentum_reset: bool) -> None:
     """The same update written per element, for ``torch.compile`` to fuse into one pass per tensor
-    (plus one reduction for T-BSO's mean(G^2)). Hyperparameters are 0-d tensors, so a flip schedule
-    changing them does not compile again."""
+    (T-BSO's mean(G^2) comes computed: it doubles as the non-finite check). Hyperparameters are 0-d
+    tensors, so a flip schedule changing them does not compile again."""
     for i, (w, g, m) in enumerate(zip(params, grads, momenta)):
         m.lerp_(g, 1.0 - beta1)
         if v_t is None:
             thr = threshold
         else:
-            v_t[i].mul_(beta2).add_((1.0 - beta2) * (g * g).mean())
+            v_t[i].mul_(beta2).add_((1.0 - beta2) * mean_squares[i])
             thr = threshold * torch.sqrt(v_t[i] + eps)
         flip = w * m > thr
         w.copy_(torch.where(flip, -w, w))
@@ -119,7 +124,7 @@ _compiled_update = None
 _compile_failed: set[str] = set()       # device types where inductor did not work: fall back quietly
 
 
-def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, group: dict) -> bool:
+def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, mean_squares, group: dict) -> bool:
     """Run the compiled update; False (nothing changed) where it cannot run and was not asked for."""
     global _compiled_update
     if device.type in _compile_failed and not explicit:
@@ -128,7 +133,7 @@ def _fused(device: torch.device, explicit: bool, params, grads, momenta, v_t, gr
         _compiled_update = torch.compile(_fused_update, dynamic=False)
     hyper = [torch.tensor(float(group.get(k, 0.0)), device=device) for k in ("beta1", "threshold", "beta2", "eps")]
     try:
-        _compiled_update(params, grads, momenta, v_t, *hyper, group["momentum_reset"])
+        _compiled_update(params, grads, momenta, v_t, mean_squares, *hyper, group["momentum_reset"])
     except torch._dynamo.exc.TorchDynamoException:  # compilation failed (no C++ compiler, no Triton):
         if explicit:                                  # before any tensor was touched
             raise
@@ -254,6 +259,31 @@ class BSO(Optimizer):
     def _v_slot(self, state: dict, p: torch.Tensor, t: int) -> torch.Tensor | None:
         return None
 
+    def _gather(self, group: dict, t: int | None) -> tuple:
+        """``(group, params, grads, momenta, v[t] views)`` of a binary group's weights that have a gradient."""
+        params, grads, momenta, v_t = [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("BSO does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            params.append(p)
+            grads.append(p.grad)
+            momenta.append(state["momentum"])
+            v_t.append(self._v_slot(state, p, t))
+        return group, params, grads, momenta, v_t
+
+    def _grads_finite(self, work: list[tuple], squares: list) -> bool:
+        """Every gradient finite: the binary ones through their mean squares where T-BSO has them (no
+        second read), all others by min/max (``bsnn.optim.nonfinite``); one host sync."""
+        covered = {id(p) for (_, params, *_), sq in zip(work, squares) if sq is not None for p in params}
+        others = [p.grad for g in self.param_groups for p in g["params"]
+                  if p.grad is not None and id(p) not in covered]
+        return all_finite(others, [v for sq in squares if sq is not None for v in sq])
+
     @torch.no_grad()
     def step(self, closure: Callable | None = None, t: int | None = None):
         """One update. ``t`` is the time-step index (required by T-BSO, ignored by BSO)."""
@@ -261,36 +291,26 @@ class BSO(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self.skip_nonfinite and skip_step(self):
+        work = [w for w in (self._gather(group, t) for group in self.binary_groups()) if w[1]]
+        # T-BSO's mean(G²) per tensor: needed for v[t], and not finite when its gradient is not (nor when
+        # it overflows: gradients beyond ~1e19 count as non-finite)
+        squares = [_mean_squares(grads) if self.per_step_threshold else None for _, _, grads, _, _ in work]
+        if self.skip_nonfinite and not self._grads_finite(work, squares):
+            self.skipped_steps += 1
             return loss
         if self.real_optimizer is not None:
             self.real_optimizer.step()
-        for group in self.binary_groups():
-            params, grads, momenta, v_t = [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("BSO does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(p.grad)
-                momenta.append(state["momentum"])
-                v_t.append(self._v_slot(state, p, t))
-            if not params:
-                continue
+        for (group, params, grads, momenta, v_t), sq in zip(work, squares):
             fused = group.get("fused")               # None also for states saved before the option
             v_t = v_t if self.per_step_threshold else None
             if (fused or (fused is None and _fused_by_default(params))) and \
-                    _fused(params[0].device, bool(fused), params, grads, momenta, v_t, group):
+                    _fused(params[0].device, bool(fused), params, grads, momenta, v_t, sq, group):
                 continue
             bso_update(
                 params, grads, momenta, v_t,
                 beta1=group["beta1"], threshold=group["threshold"],
                 beta2=group.get("beta2", 0.0), eps=group.get("eps", 0.0),
-                momentum_reset=group["momentum_reset"], foreach=group.get("foreach"),
+                momentum_reset=group["momentum_reset"], foreach=group.get("foreach"), mean_squares=sq,
             )
         return loss
 
