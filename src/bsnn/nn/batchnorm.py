@@ -96,8 +96,8 @@ class StepBatchNorm(nn.modules.batchnorm._BatchNorm, base.MemoryModule):
 def per_step_batchnorm(model: nn.Module, time_steps: int, step_mode: str | None = None) -> nn.Module:
     """Replace every BatchNorm of ``model`` by a :class:`StepBatchNorm` with ``time_steps`` rows of
     statistics (each a copy of its running statistics), keeping its affine parameters (the same
-    ``Parameter`` objects) and options. ``step_mode``
-    defaults to the parent's (``"s"`` where there is none)."""
+    ``Parameter`` objects) and options. ``step_mode`` defaults to the parent's (``"s"`` where there is
+    none)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, StepBatchNorm):
             if not child.track_running_stats:
