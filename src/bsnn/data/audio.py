@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, one_line, require
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, data_root, register_dataset
 
 __all__ = ["speech_commands", "audio_folder", "AudioFrames", "read_wav", "place_window"]
 
@@ -129,10 +129,8 @@ def _read_list(path: Path, dataset: str) -> set[str]:
                            "file of relative .wav paths, one per line") from None
 
 
-def _root(root: str | None, dataset: str, howto: str) -> Path:
-    if not root:
-        raise DatasetError(f"{dataset} needs data.root=PATH: {howto}")
-    path = Path(root).expanduser()
+def _folder(root: str | None, dataset: str, howto: str) -> Path:
+    path = data_root(root, dataset, howto)
     if not path.is_dir():
         raise DatasetError(f"{dataset}: {path} is not a folder; expected {howto}")
     return path
@@ -144,7 +142,7 @@ def speech_commands(root: str | None = None, time_steps: int = 4, sample_rate: i
     """Google Speech Commands: words = subfolders, the official testing list is the test split, the
     validation list is left out, the rest trains."""
     _check_options(time_steps, sample_rate, window, align)
-    path = _root(root, "Speech Commands", SPEECH_HOWTO)
+    path = _folder(root, "Speech Commands", SPEECH_HOWTO)
     if not (path / "testing_list.txt").is_file() or not (path / "validation_list.txt").is_file():
         raise DatasetError(f"Speech Commands: {path} has no testing_list.txt/validation_list.txt; "
                            f"expected {SPEECH_HOWTO}")
@@ -174,7 +172,7 @@ def audio_folder(root: str | None = None, time_steps: int = 4, sample_rate: int 
     _check_options(time_steps, sample_rate, window, align)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    path = _root(root, "audio_folder", FOLDER_HOWTO)
+    path = _folder(root, "audio_folder", FOLDER_HOWTO)
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
     files = {c: sorted((path / c).glob("*.wav")) for c in classes}
     empty = [c for c in classes if not files[c]]

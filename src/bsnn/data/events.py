@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import DatasetError, one_line
 from .loader import TensorPairs
-from .registry import DataBundle, register_dataset
+from .registry import DataBundle, data_root, register_dataset
 
 __all__ = ["nmnist", "cifar10_dvs", "dvs128_gesture"]
 
@@ -65,9 +65,7 @@ class _Float(torch.nn.Module):
 @register_dataset("nmnist", num_classes=10, input_shape=(2, 34, 34), temporal=True)
 def nmnist(root: str | None = None, time_steps: int = 10) -> DataBundle:
     """N-MNIST from an extracted folder: events binned into ``time_steps`` frames of counts ``[T, 2, 34, 34]``."""
-    if not root:
-        raise DatasetError(f"N-MNIST needs data.root=PATH: {NMNIST_HOWTO}")
-    path = Path(root).expanduser()
+    path = data_root(root, "N-MNIST", NMNIST_HOWTO)
     if str(path).endswith((".tar.gz", ".tgz")):
         raise DatasetError(f"N-MNIST: {path} is an archive; extract it (tar xzf) and pass the folder: {NMNIST_HOWTO}")
     if not (path / "Train").is_dir() or not (path / "Test").is_dir():
@@ -83,9 +81,7 @@ def nmnist(root: str | None = None, time_steps: int = 10) -> DataBundle:
 def _sj_root(cls, root: str | None, name: str) -> Path:
     howto = (f"a SpikingJelly {cls.__name__} root holding download/ (the original files) or events_np/ "
              f"(already converted); see the SpikingJelly docs for where to obtain {name}")
-    if not root:
-        raise DatasetError(f"{name} needs data.root=PATH: {howto}")
-    path = Path(root).expanduser()
+    path = data_root(root, name, howto)
     building = [p.name for p in path.glob("*.building")] if path.is_dir() else []
     if building:
         raise DatasetError(f"{name}: {path / building[0]} marks a conversion that did not finish; remove it and "

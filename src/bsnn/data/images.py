@@ -7,7 +7,6 @@ paper does not mention it). ImageNet: RandomResizedCrop(224) + flip; Resize(256)
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +14,7 @@ import torchvision.transforms.v2 as T
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
-from .registry import DataBundle, read_npz, register_dataset
+from .registry import DataBundle, data_root, read_npz, register_dataset
 from .transforms import Cutout
 
 __all__ = ["UInt8Images", "cifar_transforms"]
@@ -67,9 +66,7 @@ def _torchvision_cifar(root: str | None, classes: int):
     cls, folder = (CIFAR10, "cifar-10-batches-py") if classes == 10 else (CIFAR100, "cifar-100-python")
     howto = (f"a torchvision root holding {folder}/ (torchvision.datasets.{cls.__name__}(root, download=True) "
              f"on a machine with internet creates it)")
-    if not root:
-        raise DatasetError(f"CIFAR-{classes} needs a data root (data.root=PATH): {howto}")
-    path = Path(root).expanduser()
+    path = data_root(root, f"CIFAR-{classes}", howto)
     try:
         tr, te = cls(str(path), train=True, download=False), cls(str(path), train=False, download=False)
     except RuntimeError as e:
@@ -116,9 +113,7 @@ def cifar10_jpeg(root: str | None = None, augment: bool = True, autoaugment: boo
     """CIFAR-10 from a JPEG pack, decoded once into memory (JPEG quality 75: close to, not equal to, CIFAR)."""
     from PIL import Image
 
-    if not root:
-        raise DatasetError(f"CIFAR-10 JPEG pack needs data.root=PATH: {JPEG_HOWTO}")
-    path = Path(root).expanduser()
+    path = data_root(root, "CIFAR-10 JPEG pack", JPEG_HOWTO)
     if not path.is_file():
         raise DatasetError(f"CIFAR-10 JPEG pack: {path} does not exist; expected {JPEG_HOWTO}")
     blob, offsets, labels, split = read_npz(path, ("jpeg", "offsets", "label", "split"), "CIFAR-10 JPEG pack",
@@ -170,9 +165,7 @@ def imagenet(root: str | None = None, augment: bool = True) -> DataBundle:
     from torchvision.datasets import ImageFolder
 
     howto = "a folder with train/<class>/*.JPEG and val/<class>/*.JPEG (the standard ImageNet layout)"
-    if not root:
-        raise DatasetError(f"ImageNet needs data.root=PATH: {howto}")
-    path = Path(root).expanduser()
+    path = data_root(root, "ImageNet", howto)
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise DatasetError(f"ImageNet: {path} has no train/ and val/ folders; expected {howto}")
     mean, std = IMAGENET_STATS

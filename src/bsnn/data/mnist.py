@@ -8,7 +8,7 @@ import torch
 
 from ..errors import DatasetError
 from .loader import TensorPairs
-from .registry import DataBundle, read_npz, register_dataset
+from .registry import DataBundle, data_root, read_npz, register_dataset
 
 MEAN, STD = 0.1307, 0.3081
 HOWTO = ("an .npz with x_train, y_train, x_test, y_test (uint8, N x 28 x 28), or a torchvision root "
@@ -41,9 +41,7 @@ def _from_torchvision(root: Path):
 def mnist(root: str | None = None) -> DataBundle:
     """MNIST from an ``.npz``, a folder holding ``mnist.npz``, or a torchvision root; inputs normalised,
     ``[N, 1, 28, 28]`` float."""
-    if not root:
-        raise DatasetError(f"MNIST needs a data root (data.root=PATH): {HOWTO}")
-    path = Path(root).expanduser()
+    path = data_root(root, "MNIST", HOWTO)
     if not path.exists():
         raise DatasetError(f"MNIST: {path} does not exist; expected {HOWTO}")
     if path.is_file() or path.suffix == ".npz":

@@ -1,6 +1,8 @@
 """Dataset registry: ``bsnn.data.create(name, root=..., **options) -> DataBundle``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import inspect
 from dataclasses import dataclass
 from typing import Callable
@@ -85,6 +87,13 @@ def _labels(ds: Dataset) -> torch.Tensor | None:
         if v is not None:
             return torch.as_tensor(np.asarray(v))
     return None
+
+
+def data_root(root: str | None, dataset: str, howto: str) -> Path:
+    """``root`` as a path, or a one-line ``DatasetError`` saying what ``dataset`` needs when it is unset."""
+    if not root:
+        raise DatasetError(f"{dataset} needs a data root (data.root=PATH): {howto}")
+    return Path(root).expanduser()
 
 
 def read_npz(path, keys: tuple[str, ...], dataset: str, howto: str) -> list[np.ndarray]:
