@@ -149,29 +149,40 @@ def _load_checkpoint(path_text: str) -> dict:
     return ckpt.load_run(Path(path_text))
 
 
-def _checkpoint_model(args) -> tuple:
-    """``(state, cfg, bundle, model, method, loader)`` of a checkpoint's run on its test set: the data
-    and the model only (no trainer, optimizer, teacher or ``train.init_from`` parent)."""
+def _checkpoint_net(args, with_data: bool = False) -> tuple:
+    """``(state, cfg, info, model)`` of ``--checkpoint`` with ``--set`` overrides, its weights loaded
+    (CPU). ``with_data``: threads and seed from the config, and ``info`` is the built dataset; otherwise
+    the data facts the checkpoint saved."""
     import torch
 
     from .config import apply_overrides, validate
-    from .data import make_loader
-    from .train.build import build_data, build_method, build_model, resolve_device, seed_everything
+    from .train.build import build_data, build_model, checkpoint_info, seed_everything
     from .train.checkpoint import load_model_state
 
     with _deferred_warnings():
         state = _load_checkpoint(args.checkpoint)
         cfg = validate(apply_overrides(state["config"], args.set))
-        device = resolve_device(cfg["train"]["device"])
-        if cfg["train"]["threads"]:
-            torch.set_num_threads(cfg["train"]["threads"])
-        seed_everything(cfg["train"]["seed"])
-        bundle = build_data(cfg)
-        model = build_model(cfg, bundle).to(device)
+        if with_data:
+            if cfg["train"]["threads"]:
+                torch.set_num_threads(cfg["train"]["threads"])
+            seed_everything(cfg["train"]["seed"])
+        info = build_data(cfg) if with_data else checkpoint_info(state, cfg)
+        model = build_model(cfg, info)
         load_model_state(model, state["model"], args.checkpoint)
+    return state, cfg, info, model
+
+
+def _checkpoint_model(args) -> tuple:
+    """``(state, cfg, model, method, test loader, device)`` of a checkpoint's run: the data and the
+    model only (no trainer, optimizer, teacher or ``train.init_from`` parent)."""
+    from .data import make_loader
+    from .train.build import build_method, resolve_device
+
+    state, cfg, bundle, model = _checkpoint_net(args, with_data=True)
+    device = resolve_device(cfg["train"]["device"])
     loader = make_loader(bundle.test, cfg["data"]["test_batch_size"], shuffle=False,
                          num_workers=cfg["data"]["num_workers"])
-    return state, cfg, model, build_method(cfg, bundle, device), loader, device
+    return state, cfg, model.to(device), build_method(cfg, bundle, device), loader, device
 
 
 def cmd_eval(args) -> int:
@@ -185,8 +196,9 @@ def cmd_eval(args) -> int:
     print("accuracy of each time step alone: " + "  ".join(f"t={t} {100 * a:.2f}%"
                                                            for t, a in enumerate(res.step_accuracy)))
     _report_model(model)
-    if res.bn_warning():
-        print(f"bsnn: warning: {res.bn_warning()}", file=sys.stderr)
+    warning = res.bn_warning()
+    if warning:
+        print(f"bsnn: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -238,7 +250,7 @@ def cmd_summary(args) -> int:
     if args.file:                              # a packed file: read without torch
         return _summary_of_file(args.file)
     from . import models
-    from .config import apply_overrides, resolve, validate
+    from .config import resolve
     from .measure.summary import summary
     from .recipes import load_recipe
     from .train import build_model
@@ -249,18 +261,11 @@ def cmd_summary(args) -> int:
         from .train import build_data
 
         if args.checkpoint:
-            from .train.build import checkpoint_info
-
-            state = _load_checkpoint(args.checkpoint)
-            cfg = validate(apply_overrides(state["config"], args.set))
-            info = checkpoint_info(state, cfg)
+            _, cfg, info, model = _checkpoint_net(args)
         else:
             cfg = resolve(load_recipe(args.recipe), args.set)
             info = dataset_info(cfg["data"]["name"])
-        model = build_model(cfg, info)
-        if args.checkpoint:
-            from .train.checkpoint import load_model_state
-            load_model_state(model, state["model"], args.checkpoint)
+            model = build_model(cfg, info)
         shape, temporal = info.input_shape, info.temporal
         T = args.time_steps or cfg["method"]["time_steps"]
         try:
@@ -319,23 +324,14 @@ EXPORT_FORMATS = ("packed", "nir", "onnx")
 
 def cmd_export(args) -> int:
     """``bsnn export``: a checkpoint's model as a packed 1-bit file, a NIR graph or an ONNX step."""
-    from .config import apply_overrides, validate
     from .export import UnsupportedModel
-    from .train import build_model
-    from .train.build import checkpoint_info
-    from .train.checkpoint import load_model_state
 
     out = Path(args.out)
     _writable(out)
     class_names = None
     if args.class_names is not None:
         class_names = [c.strip() for c in args.class_names.split(",")]
-    with _deferred_warnings():
-        state = _load_checkpoint(args.checkpoint)
-        cfg = validate(apply_overrides(state["config"], args.set))
-        info = checkpoint_info(state, cfg)
-        model = build_model(cfg, info)
-        load_model_state(model, state["model"], args.checkpoint)
+    state, cfg, info, model = _checkpoint_net(args)
     model.eval()
     if class_names is not None and len(class_names) != info.num_classes:
         raise UserError(f"--class-names gives {len(class_names)} names; the model has {info.num_classes} classes")
